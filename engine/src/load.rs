@@ -1,0 +1,130 @@
+//! Reading a pipeline file: RON + serde, with an index of where every value sits.
+
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{offset_of, Diagnostic};
+use crate::model::Pipeline;
+use crate::source_map::{SourceMap, Span};
+
+/// A pipeline file as read, with what is needed to point into it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub text: String,
+    pub pipeline: Pipeline,
+    pub source_map: SourceMap,
+}
+
+/// Why a file could not be read as a pipeline.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("cannot read {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// Bad RON syntax or shape: the first such error, with its position.
+    #[error("{}", diagnostic.message)]
+    Syntax { path: PathBuf, text: String, diagnostic: Box<Diagnostic> },
+}
+
+impl LoadError {
+    /// The error as people read it.
+    pub fn render(&self) -> String {
+        match self {
+            LoadError::Io { .. } => format!("error: {self}\n"),
+            LoadError::Syntax { path, text, diagnostic } => diagnostic.render(&path.display().to_string(), text),
+        }
+    }
+}
+
+/// The RON options pipeline files are read with: `Option` fields take bare values.
+pub fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(
+        ron::extensions::Extensions::IMPLICIT_SOME | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES,
+    )
+}
+
+/// Read and parse a pipeline file.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::Io { path: path.to_path_buf(), message: e.to_string().to_lowercase() })?;
+    parse(path, text)
+}
+
+/// Parse a pipeline from text; `path` only names it in messages.
+pub fn parse(path: &Path, text: String) -> Result<Loaded, LoadError> {
+    match ron_options().from_str::<Pipeline>(&text) {
+        Ok(pipeline) => {
+            let source_map = SourceMap::index(&text);
+            Ok(Loaded { path: path.to_path_buf(), text, pipeline, source_map })
+        }
+        Err(e) => {
+            let start = offset_of(&text, e.span.start.line, e.span.start.col);
+            let mut end = offset_of(&text, e.span.end.line, e.span.end.col);
+            if end <= start {
+                end = start + text[start..].chars().next().map_or(0, char::len_utf8);
+            }
+            let message = lower_first(&e.code.to_string());
+            let diagnostic = Box::new(Diagnostic::error(message, Some(Span { start, end })));
+            Err(LoadError::Syntax { path: path.to_path_buf(), text, diagnostic })
+        }
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if !chars.clone().next().is_some_and(|n| n.is_uppercase()) => c.to_lowercase().chain(chars).collect(),
+        _ => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syntax_error(text: &str) -> (String, usize, usize) {
+        match parse(Path::new("p.ron"), text.to_string()) {
+            Err(LoadError::Syntax { text, diagnostic, .. }) => {
+                let (l, c) = crate::diagnostic::line_col(&text, diagnostic.span.unwrap().start);
+                (diagnostic.message, l, c)
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_reported_at_its_line() {
+        let (msg, line, _) = syntax_error("Pipeline(\n  name: \"p\",\n  stepz: [],\n)");
+        assert!(msg.contains("stepz"), "{msg}");
+        assert_eq!(line, 3);
+    }
+
+    #[test]
+    fn unknown_step_kind_names_the_variant() {
+        let (msg, line, _) =
+            syntax_error("Pipeline(name: \"p\", steps: [\n  Step(id: \"a\", kind: Shel(commands: [\"x\"])),\n])");
+        assert!(msg.contains("Shel"), "{msg}");
+        assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn missing_field_is_reported() {
+        let (msg, line, _) =
+            syntax_error("Pipeline(name: \"p\", steps: [\n  Step(kind: Shell(commands: [\"x\"])),\n])");
+        assert!(msg.contains("id"), "{msg}");
+        assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn bad_syntax_is_reported_with_line_and_column() {
+        let (_, line, _) = syntax_error("Pipeline(name: \"p\",\n  steps: [\n    Step(id: \"a\" kind: Shell()),\n])");
+        assert_eq!(line, 3);
+    }
+
+    #[test]
+    fn optional_fields_take_bare_values() {
+        let text = "Pipeline(name: \"p\", steps: [Step(id: \"a\", kind: Shell(commands: [\"x\"]), timeout: \"5s\")])";
+        let loaded = parse(Path::new("p.ron"), text.into()).unwrap();
+        assert_eq!(loaded.pipeline.steps[0].timeout.as_deref(), Some("5s"));
+    }
+}

@@ -1,0 +1,168 @@
+//! The plan: steps expanded into nodes, in one petgraph DAG. `plan`, `graph` and `run` all read it, so what the
+//! dry run shows is what runs.
+
+use std::collections::HashMap;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use crate::diagnostic::Diagnostic;
+use crate::event::NodeInfo;
+use crate::step::{Catalog, Expansion, Part, PlanContext};
+use crate::validate::ValidPipeline;
+
+/// One node of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanNode {
+    /// The step's id, or `<step>/<part>`.
+    pub id: String,
+    /// Index of the step in the pipeline.
+    pub step: usize,
+    pub part: Option<String>,
+    pub kind: &'static str,
+    pub description: String,
+    /// Its parts are only known once its inputs exist; the walker splices them in.
+    pub expands_at_run_time: bool,
+}
+
+/// The DAG of nodes, edges from a node to the nodes that need it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub pipeline: ValidPipeline,
+    pub graph: DiGraph<PlanNode, ()>,
+}
+
+impl Plan {
+    /// Expand every step and connect the nodes.
+    pub fn build(pipeline: ValidPipeline, catalog: &dyn Catalog, ctx: &PlanContext) -> Result<Plan, Vec<Diagnostic>> {
+        let steps = &pipeline.loaded.pipeline.steps;
+        let mut graph = DiGraph::with_capacity(steps.len(), steps.len() * 2);
+        let mut errors = Vec::new();
+        let mut nodes_of: Vec<Vec<NodeIndex>> = Vec::with_capacity(steps.len());
+        for (i, step) in steps.iter().enumerate() {
+            let kind = step.kind.name();
+            let expansion = catalog.expand(step, ctx).unwrap_or_else(|message| {
+                let span = pipeline.loaded.source_map.nearest(&format!("steps[{i}].kind"));
+                errors.push(Diagnostic::error(format!("cannot plan `{}`: {message}", step.id), span));
+                Expansion::Single
+            });
+            let mut mine = Vec::new();
+            match expansion {
+                Expansion::Single | Expansion::AtRunTime => {
+                    let at_run_time = matches!(expansion, Expansion::AtRunTime);
+                    mine.push(graph.add_node(PlanNode {
+                        id: step.id.clone(),
+                        step: i,
+                        part: None,
+                        kind,
+                        description: catalog.describe(step, None),
+                        expands_at_run_time: at_run_time,
+                    }));
+                }
+                Expansion::Parts(parts) => {
+                    let by_name: HashMap<&str, NodeIndex> = parts
+                        .iter()
+                        .map(|p| {
+                            let node = graph.add_node(part_node(&step.id, i, kind, p));
+                            mine.push(node);
+                            (p.name.as_str(), node)
+                        })
+                        .collect();
+                    for p in &parts {
+                        for need in &p.needs {
+                            match by_name.get(need.as_str()) {
+                                Some(&from) => {
+                                    graph.add_edge(from, by_name[p.name.as_str()], ());
+                                }
+                                None => {
+                                    let span = pipeline.loaded.source_map.nearest(&format!("steps[{i}].kind"));
+                                    errors.push(Diagnostic::error(
+                                        format!("`{}/{}` depends on unknown part `{need}`", step.id, p.name),
+                                        span,
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            nodes_of.push(mine);
+        }
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        for (i, step) in steps.iter().enumerate() {
+            for need in &step.needs {
+                let n = index[need.as_str()];
+                for &from in &nodes_of[n] {
+                    for &to in &nodes_of[i] {
+                        graph.add_edge(from, to, ());
+                    }
+                }
+            }
+        }
+        if let Err(cycle) = petgraph::algo::toposort(&graph, None) {
+            let node = &graph[cycle.node_id()];
+            let span = pipeline.loaded.source_map.nearest(&format!("steps[{}].kind", node.step));
+            errors.push(Diagnostic::error(format!("the parts of `{}` depend on each other in a cycle", node.id), span));
+        }
+        if errors.is_empty() {
+            Ok(Plan { pipeline, graph })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Sets of nodes that can run together: wave k holds the nodes whose longest chain of needs has k links.
+    pub fn waves(&self) -> Vec<Vec<NodeIndex>> {
+        let order = petgraph::algo::toposort(&self.graph, None).unwrap_or_default();
+        let mut level = vec![0usize; self.graph.node_count()];
+        for &n in &order {
+            let l = self.graph.edges_directed(n, Direction::Incoming).map(|e| level[e.source().index()] + 1).max();
+            level[n.index()] = l.unwrap_or(0);
+        }
+        let mut waves: Vec<Vec<NodeIndex>> = Vec::new();
+        for n in self.graph.node_indices() {
+            let l = level[n.index()];
+            if waves.len() <= l {
+                waves.resize(l + 1, Vec::new());
+            }
+            waves[l].push(n);
+        }
+        waves
+    }
+
+    /// Ids of the nodes a node needs, in plan order.
+    pub fn needs_of(&self, n: NodeIndex) -> Vec<String> {
+        let mut needs: Vec<NodeIndex> = self.graph.neighbors_directed(n, Direction::Incoming).collect();
+        needs.sort();
+        needs.into_iter().map(|m| self.graph[m].id.clone()).collect()
+    }
+
+    /// The nodes as announced in events.
+    pub fn node_infos(&self) -> Vec<NodeInfo> {
+        self.graph.node_indices().map(|n| self.info(n)).collect()
+    }
+
+    pub fn info(&self, n: NodeIndex) -> NodeInfo {
+        let node = &self.graph[n];
+        NodeInfo {
+            id: node.id.clone(),
+            step: self.pipeline.loaded.pipeline.steps[node.step].id.clone(),
+            kind: node.kind.to_string(),
+            needs: self.needs_of(n),
+            description: node.description.clone(),
+        }
+    }
+}
+
+/// The plan node of one part of an expanded step.
+pub fn part_node(step_id: &str, step: usize, kind: &'static str, part: &Part) -> PlanNode {
+    PlanNode {
+        id: format!("{step_id}/{}", part.name),
+        step,
+        part: Some(part.name.clone()),
+        kind,
+        description: part.description.clone(),
+        expands_at_run_time: false,
+    }
+}

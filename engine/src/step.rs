@@ -1,0 +1,235 @@
+//! The contract between the engine and the step kinds (implemented in the `steps` crate).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::event::{Event, EventKind, Status, Stream};
+use crate::model::{Step, StepKind};
+
+/// Outputs of a node: `KEY=VALUE`.
+pub type Outputs = BTreeMap<String, String>;
+
+/// How a step kind turns into graph nodes at plan time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expansion {
+    /// One node, id = the step's id.
+    Single,
+    /// Several nodes `<step>/<part>`, with needs among themselves (part names).
+    Parts(Vec<Part>),
+    /// One node now; its parts are only known when its inputs exist. It is expanded when it runs.
+    AtRunTime,
+}
+
+/// One node of an expanded step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub name: String,
+    /// Other parts of the same step it waits for.
+    pub needs: Vec<String>,
+    pub description: String,
+}
+
+/// What the planner tells a step kind.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    /// The directory the run starts in (workspace of steps with no Source upstream).
+    pub base_dir: PathBuf,
+}
+
+/// The step kinds known to a build of `runner`.
+pub trait Catalog: Send + Sync {
+    /// Kind-specific problems, as (path relative to the step's `kind`, e.g. `commands[0]`, message).
+    fn check(&self, kind: &StepKind) -> Vec<(String, String)>;
+    /// One line saying what the step (or one of its parts) will do.
+    fn describe(&self, step: &Step, part: Option<&str>) -> String;
+    /// Nodes the step becomes at plan time.
+    fn expand(&self, step: &Step, ctx: &PlanContext) -> Result<Expansion, String>;
+    /// Whether the step's `${...}` are resolved before it runs (a Source replaced by a local checkout needs none).
+    fn resolves_fields(&self, _step: &Step) -> bool {
+        true
+    }
+    /// Something that runs the step, built from its fields after substitution.
+    fn runner(&self, step: &Step) -> Result<Box<dyn StepRunner>, StepError>;
+}
+
+/// Runs one node of a step.
+#[async_trait::async_trait]
+pub trait StepRunner: Send + Sync {
+    async fn run(&self, ctx: &NodeContext) -> Result<NodeSuccess, StepError>;
+}
+
+/// Why a running node is asked to stop. Ordered: a stop only ever escalates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopReason {
+    /// Its timeout ran out.
+    Timeout,
+    /// Another node failed under `--fail-fast`.
+    Abort,
+    /// SIGINT/SIGTERM: terminate gracefully.
+    Interrupt,
+    /// A second signal: kill now.
+    Kill,
+}
+
+/// What a node watches to know it must stop.
+#[derive(Debug, Clone)]
+pub struct StopSignal {
+    run: watch::Receiver<Option<StopReason>>,
+    node: watch::Receiver<Option<StopReason>>,
+}
+
+impl StopSignal {
+    pub fn new(run: watch::Receiver<Option<StopReason>>, node: watch::Receiver<Option<StopReason>>) -> Self {
+        StopSignal { run, node }
+    }
+
+    /// A signal that never fires (tests, benchmarks).
+    pub fn never() -> Self {
+        let (tx, rx) = watch::channel(None);
+        std::mem::forget(tx);
+        StopSignal { run: rx.clone(), node: rx }
+    }
+
+    /// The strongest stop requested so far.
+    pub fn current(&self) -> Option<StopReason> {
+        (*self.run.borrow()).max(*self.node.borrow())
+    }
+
+    /// Wait until a stop stronger than `than` is requested.
+    pub async fn stronger_than(&mut self, than: Option<StopReason>) -> StopReason {
+        loop {
+            if let Some(r) = self.current() {
+                if Some(r) > than {
+                    return r;
+                }
+            }
+            tokio::select! {
+                r = self.run.changed() => if r.is_err() { std::future::pending::<()>().await },
+                r = self.node.changed() => if r.is_err() { std::future::pending::<()>().await },
+            }
+        }
+    }
+}
+
+/// Everything a running node gets.
+pub struct NodeContext {
+    pub run_id: String,
+    pub pipeline: String,
+    pub node: String,
+    pub step: String,
+    /// The part of an expanded step, `None` for the step's own node.
+    pub part: Option<String>,
+    pub attempt: u32,
+    /// The workspace: the upstream Source's checkout, or the run's base dir.
+    pub workspace: PathBuf,
+    /// `workspace` joined with the step's `working_dir`.
+    pub working_dir: PathBuf,
+    /// Environment added for the step: outputs of its needs, defaults' env, the step's env.
+    pub env: BTreeMap<String, String>,
+    /// This run's directory under the state dir (`.runner/runs/<run-id>`).
+    pub run_dir: PathBuf,
+    /// Directory for run-independent caches (`.runner`).
+    pub state_dir: PathBuf,
+    /// Where the node may write `KEY=VALUE` lines that become its outputs.
+    pub output_file: PathBuf,
+    pub timeout: Option<Duration>,
+    pub stop: StopSignal,
+    pub events: EventSink,
+}
+
+/// Sends a node's log lines and progress into the event stream.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    node: Arc<str>,
+    tx: mpsc::Sender<Event>,
+}
+
+impl EventSink {
+    pub fn new(node: &str, tx: mpsc::Sender<Event>) -> Self {
+        EventSink { node: node.into(), tx }
+    }
+
+    pub async fn log(&self, stream: Stream, line: impl Into<String>) {
+        let _ =
+            self.tx.send(Event::now(EventKind::Log { node: self.node.to_string(), stream, line: line.into() })).await;
+    }
+
+    /// The channel behind the sink (the engine sends retry events through it).
+    pub fn sender(&self) -> mpsc::Sender<Event> {
+        self.tx.clone()
+    }
+
+    /// Progress from synchronous code (e.g. a libgit2 callback): dropped when the channel is full.
+    pub fn try_progress(&self, done: u64, total: Option<u64>, unit: &str, message: impl Into<String>) {
+        let kind = EventKind::Progress {
+            node: self.node.to_string(),
+            done,
+            total,
+            unit: unit.to_string(),
+            message: message.into(),
+        };
+        let _ = self.tx.try_send(Event::now(kind));
+    }
+
+    pub async fn progress(&self, done: u64, total: Option<u64>, unit: &str, message: impl Into<String>) {
+        let kind = EventKind::Progress {
+            node: self.node.to_string(),
+            done,
+            total,
+            unit: unit.to_string(),
+            message: message.into(),
+        };
+        let _ = self.tx.send(Event::now(kind)).await;
+    }
+}
+
+/// A node that did its job.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSuccess {
+    /// `None` means `Succeeded`; a step may say `Unchanged` or `UpToDate`.
+    pub status: Option<Status>,
+    pub outputs: Outputs,
+    /// The node produced a workspace (a Source): steps downstream run there.
+    pub workspace: Option<PathBuf>,
+    /// The node expanded at run time into these parts, to be spliced into the graph.
+    pub expansion: Vec<Part>,
+}
+
+/// Why a node did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct StepError {
+    pub kind: StepErrorKind,
+    pub message: String,
+}
+
+/// The kind of a [`StepError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepErrorKind {
+    /// It ran and failed; a retry may help.
+    Failed,
+    /// Its input or definition is wrong; a retry cannot help.
+    Invalid,
+    /// It was stopped (timeout, abort, interrupt).
+    Stopped(StopReason),
+}
+
+impl StepError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        StepError { kind: StepErrorKind::Failed, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        StepError { kind: StepErrorKind::Invalid, message: message.into() }
+    }
+
+    pub fn stopped(reason: StopReason, message: impl Into<String>) -> Self {
+        StepError { kind: StepErrorKind::Stopped(reason), message: message.into() }
+    }
+}

@@ -1,0 +1,278 @@
+//! `runner`: the CLI. Parses arguments, loads and plans the pipeline, wires the walker to the reporters and the
+//! run record, and maps the outcome to an exit code (0 success, 1 a step failed, 2 invalid input, 130 interrupted).
+
+mod cli;
+mod report;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use engine::diagnostic::Diagnostic;
+use engine::event::RunStatus;
+use engine::model::StepKind;
+use engine::plan::Plan;
+use engine::record::Recorder;
+use engine::step::{PlanContext, StopReason};
+use engine::validate::{self, closest};
+use engine::walk::{self, WalkOptions};
+use steps::StepCatalog;
+use tokio::sync::{mpsc, watch};
+
+use cli::{Cli, Command, GraphFormat, LogFormat, OutputFormat, RunArgs, SourceDirs};
+use report::{JsonReporter, PlainReporter, Reporter, Summary, TtyReporter};
+
+const DEFAULT_JOBS: usize = 16;
+
+/// Exit codes.
+const FAILED: u8 = 1;
+const INVALID: u8 = 2;
+const INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(steps::process::GUARDIAN_ARG) {
+        steps::process::guardian_main();
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprint!("{message}");
+            ExitCode::from(INVALID)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs a command; `Err` holds a rendered message for invalid input (exit 2).
+fn dispatch(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Validate { file } => {
+            let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
+            let p = &plan.pipeline.loaded.pipeline;
+            println!(
+                "{}: pipeline `{}` is valid: {} steps, {} nodes",
+                file.display(),
+                p.name,
+                p.steps.len(),
+                plan.graph.node_count()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { file, sources, jobs } => {
+            let plan = load(&file, &sources)?.0;
+            print!("{}", engine::graph::waves(&plan, jobs_for(&plan, jobs)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { file, format, sources } => {
+            let plan = load(&file, &sources)?.0;
+            let text = match format {
+                GraphFormat::Text => engine::graph::text(&plan),
+                GraphFormat::Dot => engine::graph::dot(&plan),
+                GraphFormat::Mermaid => engine::graph::mermaid(&plan),
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            if args.dry_run {
+                let plan = load(&args.file, &args.sources)?.0;
+                print!("{}", engine::graph::waves(&plan, jobs_for(&plan, args.jobs)));
+                return Ok(ExitCode::SUCCESS);
+            }
+            run(args, &cli.state_dir)
+        }
+    }
+}
+
+fn jobs_for(plan: &Plan, jobs: Option<usize>) -> usize {
+    jobs.or(plan.pipeline.loaded.pipeline.defaults.max_parallel).unwrap_or(DEFAULT_JOBS)
+}
+
+/// Load, validate and plan; warnings are printed, errors returned rendered.
+fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), String> {
+    let loaded = engine::load::load(file).map_err(|e| e.render())?;
+    let source_dirs = source_dirs(&loaded, sources)?;
+    let catalog = Arc::new(StepCatalog { source_dirs });
+    let env = |name: &str| std::env::var(name).ok();
+    let valid = validate::validate(loaded, catalog.as_ref(), &env).map_err(|invalid| {
+        let n = invalid.error_count();
+        format!(
+            "{}\n{n} error{} in {}\n",
+            invalid.render(),
+            if n == 1 { "" } else { "s" },
+            invalid.loaded.path.display()
+        )
+    })?;
+    if !valid.warnings.is_empty() {
+        eprintln!("{}", validate::render_all(&valid.loaded, &valid.warnings));
+    }
+    let base_dir = std::env::current_dir().map_err(|e| format!("error: cannot read the current directory: {e}\n"))?;
+    let plan = Plan::build(valid.clone(), catalog.as_ref(), &PlanContext { base_dir })
+        .map_err(|diags| validate::render_all(&valid.loaded, &diags))?;
+    Ok((plan, catalog))
+}
+
+/// `--source-dir [ID=]PATH` against the pipeline's Source steps.
+fn source_dirs(loaded: &engine::load::Loaded, sources: &SourceDirs) -> Result<HashMap<String, PathBuf>, String> {
+    let source_ids: Vec<&str> =
+        loaded.pipeline.steps.iter().filter(|s| matches!(s.kind, StepKind::Source(_))).map(|s| s.id.as_str()).collect();
+    let mut dirs = HashMap::new();
+    for arg in &sources.source_dir {
+        let (id, path) = match arg.split_once('=') {
+            Some((id, path)) => (id.to_string(), path),
+            None => match source_ids.as_slice() {
+                [only] => (only.to_string(), arg.as_str()),
+                [] => return Err(format!("error: --source-dir {arg}: the pipeline has no Source step\n")),
+                many => return Err(format!(
+                    "error: --source-dir {arg}: the pipeline has {} Source steps ({}); write --source-dir ID=PATH\n",
+                    many.len(),
+                    many.join(", ")
+                )),
+            },
+        };
+        if !source_ids.contains(&id.as_str()) {
+            let hint =
+                closest(&id, source_ids.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(format!("error: --source-dir {arg}: `{id}` is not a Source step{hint}\n"));
+        }
+        let path = PathBuf::from(path);
+        if !path.is_dir() {
+            return Err(format!("error: --source-dir {arg}: {} is not a directory\n", path.display()));
+        }
+        dirs.insert(id, path);
+    }
+    Ok(dirs)
+}
+
+fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
+    let (plan, catalog) = load(&args.file, &args.sources)?;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    check_env(&plan, &catalog, &env)?;
+    let jobs = jobs_for(&plan, args.jobs);
+    let name = &plan.pipeline.loaded.pipeline.name;
+    let run_id = run_id(name);
+    let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
+    let state_dir = if state_dir.is_absolute() { state_dir.to_path_buf() } else { base_dir.join(state_dir) };
+    let run_dir = walk::run_dir(&state_dir, &run_id);
+    let mut recorder =
+        Recorder::new(&run_dir).map_err(|e| format!("error: cannot create {}: {e}\n", run_dir.display()))?;
+    let options = WalkOptions {
+        run_id,
+        jobs,
+        fail_fast: args.fail_fast,
+        base_dir,
+        run_dir: run_dir.clone(),
+        state_dir,
+        env: Arc::new(env),
+    };
+    if let Ok(exe) = std::env::current_exe() {
+        steps::process::enable_guardian(exe);
+    }
+    let mut reporter: Box<dyn Reporter> = match args.output {
+        OutputFormat::Json => Box::new(JsonReporter::new(std::io::stdout().lock())),
+        OutputFormat::Plain => Box::new(PlainReporter::new(std::io::stdout().lock())),
+        OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
+            Box::new(TtyReporter::new())
+        }
+        OutputFormat::Auto => Box::new(PlainReporter::new(std::io::stdout().lock())),
+    };
+    let mut summary = Summary::new(run_dir.display().to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("error: cannot start the async runtime: {e}\n"))?;
+    let outcome = runtime.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        tokio::spawn(forward_signals(stop_tx));
+        let (tx, mut rx) = mpsc::channel(1024);
+        let catalog: Arc<dyn engine::step::Catalog> = catalog;
+        let walker = tokio::spawn(async move { walk::walk(&plan, catalog, options, stop_rx, tx).await });
+        while let Some(event) = rx.recv().await {
+            summary.event(&event);
+            recorder.handle(&event);
+            reporter.event(&event);
+        }
+        reporter.finish(&summary);
+        if let Some(e) = &recorder.error {
+            eprintln!("warning: {e}");
+        }
+        walker.await
+    });
+    let outcome = outcome.map_err(|e| format!("error: the run crashed: {e}\n"))?;
+    Ok(match outcome.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed => ExitCode::from(FAILED),
+        RunStatus::Interrupted => ExitCode::from(INTERRUPTED),
+    })
+}
+
+/// SIGINT/SIGTERM: the first asks running steps to terminate, the second kills them.
+async fn forward_signals(stop: watch::Sender<Option<StopReason>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let mut count = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        count += 1;
+        let reason = if count == 1 { StopReason::Interrupt } else { StopReason::Kill };
+        if count == 1 {
+            eprintln!("\ninterrupted: stopping running steps (again to kill them now)");
+        }
+        stop.send_replace(Some(reason));
+    }
+}
+
+/// Every `${env:...}` of the steps that will run must be set; else list them all (exit 2, nothing runs).
+fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) -> Result<(), String> {
+    let valid = &plan.pipeline;
+    let mut missing: Vec<Diagnostic> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, refs) in valid.env_refs.iter().enumerate() {
+        let step = &valid.loaded.pipeline.steps[i];
+        if catalog.source_dirs.contains_key(&step.id) {
+            continue;
+        }
+        for (name, span) in refs {
+            if !env.contains_key(name) && seen.insert((name.clone(), span.map(|s| s.start))) {
+                missing.push(Diagnostic::error(format!("environment variable `{name}` is not set"), *span));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort_by_key(|d| d.span.map(|s| s.start));
+    let names: std::collections::BTreeSet<&str> = missing.iter().filter_map(|d| d.message.split('`').nth(1)).collect();
+    Err(format!(
+        "{}\nnothing ran: set {} and run again\n",
+        validate::render_all(&valid.loaded, &missing),
+        names.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// `<pipeline>-<UTC time>`, e.g. `prod-20261125T162244.123Z`: sortable, unique per start.
+fn run_id(pipeline: &str) -> String {
+    let t = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let compact: String = t.chars().filter(|c| *c != '-' && *c != ':').collect();
+    format!("{pipeline}-{compact}")
+}

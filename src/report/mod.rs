@@ -1,0 +1,157 @@
+//! Reporters: each consumes the event stream and never drives the run. Display (terminal bars or plain lines)
+//! and JSON lines; all end with the same summary table.
+
+mod json;
+mod plain;
+mod tty;
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use engine::event::{Event, EventKind, RunStatus, Status};
+
+pub use json::JsonReporter;
+pub use plain::PlainReporter;
+pub use tty::TtyReporter;
+
+/// Something that shows a run to people or machines.
+pub trait Reporter {
+    fn event(&mut self, event: &Event);
+    /// Called once after the last event.
+    fn finish(&mut self, summary: &Summary);
+}
+
+/// What the summary table shows, gathered from events.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub run_id: String,
+    pub pipeline: String,
+    pub rows: Vec<Row>,
+    index: HashMap<String, usize>,
+    pub status: Option<RunStatus>,
+    pub wall: Duration,
+    pub critical_path: Vec<String>,
+    pub critical_path_duration: Duration,
+    pub run_dir: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub node: String,
+    pub status: Option<Status>,
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+impl Summary {
+    pub fn new(run_dir: String) -> Self {
+        Summary { run_dir, ..Default::default() }
+    }
+
+    pub fn event(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
+                self.run_id = run_id.clone();
+                self.pipeline = pipeline.clone();
+                for n in nodes {
+                    self.add(&n.id);
+                }
+            }
+            EventKind::NodesAdded { nodes, .. } => nodes.iter().for_each(|n| self.add(&n.id)),
+            EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
+                if let Some(&i) = self.index.get(node) {
+                    let row = &mut self.rows[i];
+                    row.status = Some(*status);
+                    row.duration = *duration_ms;
+                    row.error = error.clone();
+                }
+            }
+            EventKind::RunFinished { status, duration_ms, critical_path, critical_path_ms } => {
+                self.status = Some(*status);
+                self.wall = *duration_ms;
+                self.critical_path = critical_path.clone();
+                self.critical_path_duration = *critical_path_ms;
+            }
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, id: &str) {
+        self.index.insert(id.to_string(), self.rows.len());
+        self.rows.push(Row { node: id.to_string(), status: None, duration: Duration::ZERO, error: None });
+    }
+
+    /// The table, the critical path and the counts.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let width = self.rows.iter().map(|r| r.node.len()).max().unwrap_or(4).max(4);
+        let _ = writeln!(out, "\n{:width$}  {:10}  {:>9}", "step", "status", "duration");
+        for r in &self.rows {
+            let status = r.status.map_or("not run", Status::as_str);
+            let duration = match r.status {
+                Some(Status::Skipped) | None => "-".to_string(),
+                _ => format_duration(r.duration),
+            };
+            let note = match (&r.error, r.status) {
+                (Some(e), Some(Status::Failed)) => format!("  {}", first_line(e)),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "{:width$}  {status:10}  {duration:>9}{note}", r.node);
+        }
+        if !self.critical_path.is_empty() {
+            let _ = writeln!(
+                out,
+                "\ncritical path: {} ({} of {} wall)",
+                self.critical_path.join(" -> "),
+                format_duration(self.critical_path_duration),
+                format_duration(self.wall)
+            );
+        }
+        let mut counts: Vec<(Status, usize)> = Vec::new();
+        for r in &self.rows {
+            if let Some(s) = r.status {
+                match counts.iter_mut().find(|(k, _)| *k == s) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((s, 1)),
+                }
+            }
+        }
+        let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let verdict = match self.status {
+            Some(RunStatus::Succeeded) => "succeeded",
+            Some(RunStatus::Failed) => "failed",
+            Some(RunStatus::Interrupted) => "interrupted",
+            None => "ended",
+        };
+        let _ = writeln!(out, "run {} {verdict}: {}; logs in {}", self.run_id, counts.join(", "), self.run_dir);
+        out
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// `850ms`, `12.3s`, `4m05s`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// One line describing a finished node.
+pub fn finished_line(status: Status, duration: Duration, error: Option<&str>) -> String {
+    match (status, error) {
+        (Status::Skipped, Some(e)) | (Status::Cancelled, Some(e)) if duration.is_zero() => {
+            format!("{status}: {e}")
+        }
+        (_, Some(e)) => format!("{status} after {}: {e}", format_duration(duration)),
+        (_, None) => format!("{status} in {}", format_duration(duration)),
+    }
+}

@@ -1,0 +1,105 @@
+//! The terminal: an overall bar and one spinner per running node showing its last log line; finished nodes
+//! scroll above; a failed node's last lines are shown in full.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use engine::event::{Event, EventKind, Status};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{finished_line, Reporter, Summary};
+
+const TAIL: usize = 15;
+
+pub struct TtyReporter {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    bars: HashMap<String, ProgressBar>,
+    tails: HashMap<String, VecDeque<String>>,
+    style: ProgressStyle,
+}
+
+impl TtyReporter {
+    pub fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template("{elapsed_precise:.dim} [{bar:30.cyan/blue}] {pos}/{len} nodes {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        let style = ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {elapsed:.dim} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        TtyReporter { multi, overall, bars: HashMap::new(), tails: HashMap::new(), style }
+    }
+
+    fn println(&self, line: String) {
+        let _ = self.multi.println(line);
+    }
+}
+
+impl Reporter for TtyReporter {
+    fn event(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
+                self.overall.set_length(nodes.len() as u64);
+                self.println(format!("run {run_id}: pipeline `{pipeline}`, {} nodes", nodes.len()));
+            }
+            EventKind::NodesAdded { nodes, .. } => self.overall.inc_length(nodes.len() as u64),
+            EventKind::NodeStarted { node, .. } => {
+                let bar = self.multi.insert_before(&self.overall, ProgressBar::new_spinner());
+                bar.set_style(self.style.clone());
+                bar.set_prefix(node.clone());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars.insert(node.clone(), bar);
+            }
+            EventKind::Log { node, line, .. } => {
+                if let Some(bar) = self.bars.get(node) {
+                    bar.set_message(line.clone());
+                }
+                let tail = self.tails.entry(node.clone()).or_default();
+                if tail.len() == TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+            }
+            EventKind::Progress { node, done, total, unit, message } => {
+                if let Some(bar) = self.bars.get(node) {
+                    let t = total.map(|t| format!("/{t}")).unwrap_or_default();
+                    bar.set_message(format!("{message} {done}{t} {unit}"));
+                }
+            }
+            EventKind::NodeRetrying { node, attempt, reason, .. } => {
+                self.println(format!("  ↻ {node}: attempt {} failed: {reason}; retrying", attempt - 1));
+            }
+            EventKind::ApprovalRequested { node, message } => self.println(format!("  ? {node}: {message}")),
+            EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
+                if let Some(bar) = self.bars.remove(node) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                self.overall.inc(1);
+                let mark = match status {
+                    s if s.is_success() => "✔",
+                    Status::Failed => "✘",
+                    _ => "-",
+                };
+                self.println(format!("  {mark} {node} {}", finished_line(*status, *duration_ms, error.as_deref())));
+                let tail = self.tails.remove(node);
+                if *status == Status::Failed {
+                    for line in tail.into_iter().flatten() {
+                        self.println(format!("      | {line}"));
+                    }
+                }
+            }
+            EventKind::RunFinished { .. } => {
+                self.overall.finish_and_clear();
+            }
+        }
+    }
+
+    fn finish(&mut self, summary: &Summary) {
+        let _ = self.multi.clear();
+        print!("{}", summary.render());
+    }
+}

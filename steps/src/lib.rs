@@ -1,0 +1,51 @@
+//! The step kinds of `runner`, one module each, and the catalog that hands them to the engine.
+
+pub mod process;
+pub mod shell;
+pub mod source;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use engine::model::{Step, StepKind};
+use engine::step::{Catalog, Expansion, PlanContext, StepError, StepRunner};
+
+/// Every step kind this build knows, with the run's options that steps need.
+#[derive(Debug, Clone, Default)]
+pub struct StepCatalog {
+    /// `--source-dir`: Source step id -> local checkout used instead of cloning.
+    pub source_dirs: HashMap<String, PathBuf>,
+}
+
+impl Catalog for StepCatalog {
+    fn check(&self, kind: &StepKind) -> Vec<(String, String)> {
+        match kind {
+            StepKind::Source(spec) => source::check(spec),
+            StepKind::Shell(spec) => shell::check(spec),
+        }
+    }
+
+    fn describe(&self, step: &Step, _part: Option<&str>) -> String {
+        match &step.kind {
+            StepKind::Source(spec) => source::describe(spec, self.source_dirs.get(&step.id).map(PathBuf::as_path)),
+            StepKind::Shell(spec) => shell::describe(spec),
+        }
+    }
+
+    fn expand(&self, _step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
+        Ok(Expansion::Single)
+    }
+
+    fn resolves_fields(&self, step: &Step) -> bool {
+        !(matches!(step.kind, StepKind::Source(_)) && self.source_dirs.contains_key(&step.id))
+    }
+
+    fn runner(&self, step: &Step) -> Result<Box<dyn StepRunner>, StepError> {
+        Ok(match &step.kind {
+            StepKind::Source(spec) => {
+                Box::new(source::SourceStep { spec: spec.clone(), local: self.source_dirs.get(&step.id).cloned() })
+            }
+            StepKind::Shell(spec) => Box::new(shell::ShellStep { spec: spec.clone() }),
+        })
+    }
+}
