@@ -107,7 +107,8 @@ fn jobs_for(plan: &Plan, jobs: Option<usize>) -> usize {
 fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), String> {
     let loaded = engine::load::load(file).map_err(|e| e.render())?;
     let source_dirs = source_dirs(&loaded, sources)?;
-    let catalog = Arc::new(StepCatalog { source_dirs });
+    let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
+    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, aws: Default::default() });
     let env = |name: &str| std::env::var(name).ok();
     let valid = validate::validate(loaded, catalog.as_ref(), &env).map_err(|invalid| {
         let n = invalid.error_count();
@@ -138,11 +139,13 @@ fn source_dirs(loaded: &engine::load::Loaded, sources: &SourceDirs) -> Result<Ha
             None => match source_ids.as_slice() {
                 [only] => (only.to_string(), arg.as_str()),
                 [] => return Err(format!("error: --source-dir {arg}: the pipeline has no Source step\n")),
-                many => return Err(format!(
+                many => {
+                    return Err(format!(
                     "error: --source-dir {arg}: the pipeline has {} Source steps ({}); write --source-dir ID=PATH\n",
                     many.len(),
                     many.join(", ")
-                )),
+                ))
+                }
             },
         };
         if !source_ids.contains(&id.as_str()) {
@@ -196,6 +199,24 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("error: cannot start the async runtime: {e}\n"))?;
+    let steps_to_check = plan.pipeline.loaded.pipeline.steps.clone();
+    let preflight_env: HashMap<String, String> = options.env.as_ref().clone();
+    let preflight = runtime.block_on(async {
+        let deploys = steps_to_check.iter().filter(|s| matches!(s.kind, StepKind::Deploy(_))).count();
+        if deploys == 0 {
+            return Vec::new();
+        }
+        eprintln!("preflight: checking access to the accounts of {deploys} Deploy step(s)");
+        steps::deploy::preflight(&steps_to_check, name, catalog.aws_endpoint.as_deref(), &preflight_env, &catalog.aws)
+            .await
+    });
+    if !preflight.is_empty() {
+        for e in &preflight {
+            eprintln!("error: preflight: {e}");
+        }
+        eprintln!("nothing ran: no Deploy can act in its account (fix the access above and run again)");
+        return Ok(ExitCode::from(FAILED));
+    }
     let outcome = runtime.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(None);
         tokio::spawn(forward_signals(stop_tx));

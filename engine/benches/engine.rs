@@ -1,1 +1,619 @@
-fn main() {}
+//! The engine alone, with in-process steps (no processes, no files): `cargo bench -p runner-engine --bench engine`.
+//!
+//! * No-op DAGs of 1k, 10k and 100k steps in three shapes (a chain, a fan-out from one root, a random layered DAG
+//!   with ~3 needs per step): plan building (parse, validate, plan) and the walk timed apart, the walk's cost per
+//!   step, with the event channel drained by a task that only counts. Each 100k case runs in a child process (this
+//!   binary, re-invoked as `engine child <shape> <steps> <jobs>`) so that its peak memory (VmHWM) is its own.
+//! * A sleeping DAG: ~200 steps sleeping 5-50 ms, jobs unlimited: wall time against the critical path.
+//!
+//! Targets: < 5 µs of engine overhead per step at 10k steps, peak memory < 100 MB at 100k steps, the sleeping DAG's
+//! wall time within 2% of its critical path.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::model::{Step, StepKind};
+use engine::plan::Plan;
+use engine::step::{Catalog, Expansion, NodeContext, NodeSuccess, PlanContext, StepError, StepRunner};
+use engine::walk::{self, RunOutcome, WalkOptions};
+use engine::RunStatus;
+use tokio::sync::{mpsc, watch};
+
+const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+/// Width of a layer of the random layered DAGs.
+const LAYER_WIDTH: usize = 100;
+/// The channel capacity the CLI uses.
+const CHANNEL: usize = 1024;
+const SEED: u64 = 0x5eed_0f_d4a9;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Steps
+
+struct Noop;
+
+#[async_trait::async_trait]
+impl StepRunner for Noop {
+    async fn run(&self, _ctx: &NodeContext) -> Result<NodeSuccess, StepError> {
+        Ok(NodeSuccess::default())
+    }
+}
+
+struct Sleep(Duration);
+
+#[async_trait::async_trait]
+impl StepRunner for Sleep {
+    async fn run(&self, _ctx: &NodeContext) -> Result<NodeSuccess, StepError> {
+        tokio::time::sleep(self.0).await;
+        Ok(NodeSuccess::default())
+    }
+}
+
+/// Shell steps whose first command is `sleep:MS` sleep that long; every other step does nothing.
+struct BenchCatalog;
+
+fn first_command(step: &Step) -> &str {
+    match &step.kind {
+        StepKind::Shell(spec) => spec.commands.first().map_or("", String::as_str),
+        _ => "",
+    }
+}
+
+impl Catalog for BenchCatalog {
+    fn check(&self, _kind: &StepKind) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn describe(&self, step: &Step, _part: Option<&str>) -> String {
+        first_command(step).to_string()
+    }
+
+    fn expand(&self, _step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
+        Ok(Expansion::Single)
+    }
+
+    fn runner(&self, step: &Step) -> Result<Box<dyn StepRunner>, StepError> {
+        Ok(match first_command(step).strip_prefix("sleep:") {
+            Some(ms) => Box::new(Sleep(Duration::from_millis(ms.parse().map_err(|_| StepError::invalid("ms"))?))),
+            None => Box::new(Noop),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// DAGs
+
+/// splitmix64: small, fast, good enough to draw a DAG.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Chain,
+    FanOut,
+    Layered,
+}
+
+impl Shape {
+    const ALL: [Shape; 3] = [Shape::Chain, Shape::FanOut, Shape::Layered];
+
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Chain => "chain",
+            Shape::FanOut => "fan-out",
+            Shape::Layered => "layered",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Shape> {
+        Shape::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// Step i needs `needs[i]` (indices of earlier steps).
+struct Dag {
+    needs: Vec<Vec<usize>>,
+}
+
+impl Dag {
+    fn new(shape: Shape, n: usize, width: usize, seed: u64) -> Dag {
+        let needs = match shape {
+            Shape::Chain => (0..n).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect(),
+            Shape::FanOut => (0..n).map(|i| if i == 0 { vec![] } else { vec![0] }).collect(),
+            Shape::Layered => {
+                // Layers of `width` steps; each step after the first layer needs 1-5 distinct steps (mean 3) of the
+                // two layers before it.
+                let mut rng = Rng(seed);
+                (0..n)
+                    .map(|i| {
+                        let layer = i / width;
+                        if layer == 0 {
+                            return vec![];
+                        }
+                        let from = layer.saturating_sub(2) * width;
+                        let to = layer * width;
+                        let k = (1 + rng.below(5) as usize).min(to - from);
+                        let mut picked: Vec<usize> = Vec::with_capacity(k);
+                        while picked.len() < k {
+                            let c = from + rng.below((to - from) as u64) as usize;
+                            if !picked.contains(&c) {
+                                picked.push(c);
+                            }
+                        }
+                        picked.sort_unstable();
+                        picked
+                    })
+                    .collect()
+            }
+        };
+        Dag { needs }
+    }
+
+    fn edges(&self) -> usize {
+        self.needs.iter().map(Vec::len).sum()
+    }
+
+    /// The pipeline as RON text; `command(i)` is step i's one command.
+    fn ron(&self, command: impl Fn(usize) -> String) -> String {
+        let mut text = String::with_capacity(self.needs.len() * 80);
+        text.push_str("Pipeline(name: \"bench\", steps: [\n");
+        for (i, needs) in self.needs.iter().enumerate() {
+            let _ = write!(text, "  Step(id: \"s{i}\", ");
+            if !needs.is_empty() {
+                text.push_str("needs: [");
+                for (k, n) in needs.iter().enumerate() {
+                    let _ = write!(text, "{}\"s{n}\"", if k > 0 { ", " } else { "" });
+                }
+                text.push_str("], ");
+            }
+            let _ = writeln!(text, "kind: Shell(commands: [\"{}\"])),", command(i));
+        }
+        text.push_str("])\n");
+        text
+    }
+
+    /// The longest sum of `cost` along a chain of needs.
+    fn critical_path(&self, cost: impl Fn(usize) -> Duration) -> Duration {
+        let mut best: Vec<Duration> = Vec::with_capacity(self.needs.len());
+        for (i, needs) in self.needs.iter().enumerate() {
+            let longest = needs.iter().map(|&n| best[n]).max().unwrap_or_default();
+            best.push(longest + cost(i));
+        }
+        best.into_iter().max().unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Planning and walking
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PlanTimes {
+    parse: Duration,
+    validate: Duration,
+    build: Duration,
+}
+
+impl PlanTimes {
+    fn total(&self) -> Duration {
+        self.parse + self.validate + self.build
+    }
+}
+
+fn plan(text: String) -> (Plan, PlanTimes) {
+    let catalog = BenchCatalog;
+    let t = Instant::now();
+    let loaded = engine::load::parse(Path::new("bench.ron"), text).unwrap_or_else(|e| panic!("{}", e.render()));
+    let parse = t.elapsed();
+    let t = Instant::now();
+    let valid = engine::validate::validate(loaded, &catalog, &|_| None).unwrap_or_else(|e| panic!("{}", e.render()));
+    let validate = t.elapsed();
+    let t = Instant::now();
+    let plan = Plan::build(valid, &catalog, &PlanContext { base_dir: std::env::temp_dir() })
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let build = t.elapsed();
+    (plan, PlanTimes { parse, validate, build })
+}
+
+/// An existing run directory, as in a real run (the walker removes a node's stale output file before each attempt).
+fn run_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("runner-engine-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the bench run dir");
+    dir
+}
+
+fn options(jobs: usize, run_dir: &Path) -> WalkOptions {
+    WalkOptions {
+        run_id: "bench".into(),
+        jobs,
+        fail_fast: false,
+        base_dir: std::env::temp_dir(),
+        state_dir: run_dir.to_path_buf(),
+        run_dir: run_dir.to_path_buf(),
+        env: Arc::new(HashMap::new()),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // As the CLI builds it: one worker per core.
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+struct Walked {
+    wall: Duration,
+    outcome: RunOutcome,
+    events: usize,
+}
+
+/// Walk as the CLI does: the walker in a task, the events drained by another (which only counts them).
+fn walk_once(rt: &tokio::runtime::Runtime, plan: &Arc<Plan>, jobs: usize, run_dir: &Path) -> Walked {
+    let plan = plan.clone();
+    let options = options(jobs, run_dir);
+    rt.block_on(async move {
+        let (_stop_tx, stop_rx) = watch::channel(None);
+        let (tx, mut rx) = mpsc::channel(CHANNEL);
+        let counter = tokio::spawn(async move {
+            let mut n = 0usize;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        let start = Instant::now();
+        let walker = tokio::spawn(async move { walk::walk(&plan, Arc::new(BenchCatalog), options, stop_rx, tx).await });
+        let outcome = walker.await.expect("the walk panicked");
+        let wall = start.elapsed();
+        let events = counter.await.expect("the counter panicked");
+        assert_eq!(outcome.status, RunStatus::Succeeded);
+        Walked { wall, outcome, events }
+    })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Memory
+
+/// A field of /proc/self/status, in kB.
+fn status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reset VmHWM to the current RSS (Linux >= 4.0), so that a later VmHWM is the peak of what follows.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cases
+
+#[derive(Debug, Default, Clone)]
+struct CaseResult {
+    shape: String,
+    steps: usize,
+    edges: usize,
+    jobs: usize,
+    plan: PlanTimes,
+    /// Median walk time.
+    walk: Duration,
+    walk_min: Duration,
+    runs: usize,
+    events: usize,
+    /// Peak RSS of the whole process (generate, plan, walk), kB; 100k cases only.
+    hwm_total: Option<u64>,
+    /// RSS before the walk and the peak during it, kB.
+    rss_before_walk: Option<u64>,
+    hwm_walk: Option<u64>,
+}
+
+impl CaseResult {
+    fn per_step(&self) -> Duration {
+        self.walk / self.steps as u32
+    }
+
+    /// One line a child prints and the parent reads.
+    fn to_line(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        format!(
+            "CASE {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
+            self.shape,
+            self.steps,
+            self.edges,
+            self.jobs,
+            self.plan.parse.as_nanos(),
+            self.plan.validate.as_nanos(),
+            self.plan.build.as_nanos(),
+            self.walk.as_nanos(),
+            self.walk_min.as_nanos(),
+            self.runs,
+            self.events,
+            opt(self.hwm_total),
+            opt(self.rss_before_walk),
+            opt(self.hwm_walk),
+        )
+    }
+
+    fn from_line(line: &str) -> Option<CaseResult> {
+        let f: Vec<&str> = line.strip_prefix("CASE ")?.split(' ').collect();
+        let ns = |s: &str| s.parse::<u64>().ok().map(Duration::from_nanos);
+        let opt = |s: &str| s.parse::<u64>().ok();
+        Some(CaseResult {
+            shape: f[0].to_string(),
+            steps: f[1].parse().ok()?,
+            edges: f[2].parse().ok()?,
+            jobs: f[3].parse().ok()?,
+            plan: PlanTimes { parse: ns(f[4])?, validate: ns(f[5])?, build: ns(f[6])? },
+            walk: ns(f[7])?,
+            walk_min: ns(f[8])?,
+            runs: f[9].parse().ok()?,
+            events: f[10].parse().ok()?,
+            hwm_total: opt(f[11]),
+            rss_before_walk: opt(f[12]),
+            hwm_walk: opt(f[13]),
+        })
+    }
+}
+
+/// Walks per case: enough for a stable median in a few seconds.
+fn runs_for(steps: usize) -> usize {
+    match steps {
+        0..=2_000 => 30,
+        2_001..=20_000 => 7,
+        _ => 1,
+    }
+}
+
+fn case(shape: Shape, steps: usize, jobs: usize) -> CaseResult {
+    let dag = Dag::new(shape, steps, LAYER_WIDTH, SEED);
+    let text = dag.ron(|_| "noop".to_string());
+    let (plan, times) = plan(text);
+    let plan = Arc::new(plan);
+    let dir = run_dir();
+    let rt = runtime();
+    let runs = runs_for(steps);
+    let mut walls = Vec::with_capacity(runs);
+    let mut events = 0;
+    for _ in 0..runs {
+        let w = walk_once(&rt, &plan, jobs, &dir);
+        assert_eq!(w.outcome.nodes.len(), steps);
+        events = w.events;
+        walls.push(w.wall);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    CaseResult {
+        shape: shape.name().to_string(),
+        steps,
+        edges: dag.edges(),
+        jobs,
+        plan: times,
+        walk_min: *walls.iter().min().unwrap(),
+        walk: median(walls),
+        runs,
+        events,
+        ..CaseResult::default()
+    }
+}
+
+/// The peak of the whole child is VmHWM before it was reset plus what the walk added: read it before resetting.
+fn child(shape: Shape, steps: usize, jobs: usize) {
+    let dag = Dag::new(shape, steps, LAYER_WIDTH, SEED);
+    let text = dag.ron(|_| "noop".to_string());
+    drop(dag);
+    let (plan, times) = plan(text);
+    let plan = Arc::new(plan);
+    let dir = run_dir();
+    let rt = runtime();
+    let hwm_planning = status_kb("VmHWM");
+    let rss_before_walk = status_kb("VmRSS");
+    let reset = reset_peak();
+    let w = walk_once(&rt, &plan, jobs, &dir);
+    let hwm_walk = status_kb("VmHWM");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(w.outcome.nodes.len(), steps);
+    let result = CaseResult {
+        shape: shape.name().to_string(),
+        steps,
+        edges: plan.graph.edge_count(),
+        jobs,
+        plan: times,
+        walk: w.wall,
+        walk_min: w.wall,
+        runs: 1,
+        events: w.events,
+        hwm_total: Some(if reset { hwm_planning.max(hwm_walk) } else { hwm_walk }),
+        rss_before_walk: reset.then_some(rss_before_walk),
+        hwm_walk: reset.then_some(hwm_walk),
+    };
+    println!("{}", result.to_line());
+}
+
+fn in_child(shape: Shape, steps: usize, jobs: usize) -> CaseResult {
+    let exe = std::env::current_exe().expect("the bench binary");
+    let out = Command::new(exe)
+        .args(["child", shape.name(), &steps.to_string(), &jobs.to_string()])
+        .output()
+        .expect("run the bench binary as a child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        panic!("child {} {steps} failed: {}\n{stdout}", shape.name(), String::from_utf8_lossy(&out.stderr));
+    }
+    stdout.lines().find_map(CaseResult::from_line).expect("the child's CASE line")
+}
+
+struct SleepRun {
+    wall: Duration,
+    critical: Duration,
+    nominal: Duration,
+}
+
+/// ~200 steps sleeping 5-50 ms, layered 20 wide, jobs unlimited.
+fn sleeping(runs: usize) -> (usize, usize, Vec<SleepRun>) {
+    let steps = 200;
+    let dag = Dag::new(Shape::Layered, steps, 20, SEED ^ 0xdead_beef);
+    let mut rng = Rng(SEED);
+    let ms: Vec<u64> = (0..steps).map(|_| 5 + rng.below(46)).collect();
+    let nominal = dag.critical_path(|i| Duration::from_millis(ms[i]));
+    let (plan, _) = plan(dag.ron(|i| format!("sleep:{}", ms[i])));
+    let plan = Arc::new(plan);
+    let dir = run_dir();
+    let rt = runtime();
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let w = walk_once(&rt, &plan, 0, &dir);
+        out.push(SleepRun { wall: w.wall, critical: w.outcome.critical_path_duration, nominal });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (steps, dag.edges(), out)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Report
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e6)
+}
+
+fn pct(over: Duration, base: Duration) -> f64 {
+    (over.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("child") {
+        let shape = Shape::parse(&args[1]).expect("shape");
+        child(shape, args[2].parse().expect("steps"), args[3].parse().expect("jobs"));
+        return;
+    }
+    // `cargo bench -p runner-engine --bench engine -- <filter>`: only cases whose name contains the filter.
+    let filter = args.first().cloned().unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "engine benchmark: in-process no-op steps, multi-thread tokio runtime ({cores} workers), channel {CHANNEL}"
+    );
+    println!();
+
+    let mut results = Vec::new();
+    for steps in SIZES {
+        for shape in Shape::ALL {
+            for jobs in [0, 16] {
+                let name = format!("{} {steps} jobs={jobs}", shape.name());
+                if !name.contains(&filter) {
+                    continue;
+                }
+                let r = if steps >= 100_000 { in_child(shape, steps, jobs) } else { case(shape, steps, jobs) };
+                eprintln!("  done: {name}");
+                results.push(r);
+            }
+        }
+    }
+
+    if !results.is_empty() {
+        println!("No-op DAGs: walk = median wall time of the walk (runs), per step = walk / steps");
+        println!(
+            "| shape   |   steps |   edges | jobs | plan ms (parse+valid+build) |  walk ms | per step µs | events | runs |"
+        );
+        println!(
+            "|---------|--------:|--------:|-----:|-----------------------------|---------:|------------:|-------:|-----:|"
+        );
+        for r in &results {
+            let plan = format!(
+                "{:>9} ({}+{}+{})",
+                ms(r.plan.total()),
+                ms(r.plan.parse),
+                ms(r.plan.validate),
+                ms(r.plan.build)
+            );
+            println!(
+                "| {:<7} | {:>7} | {:>7} | {:>4} | {:<27} | {:>8} | {:>11} | {:>6} | {:>4} |",
+                r.shape,
+                r.steps,
+                r.edges,
+                r.jobs,
+                plan,
+                ms(r.walk),
+                us(r.per_step()),
+                r.events,
+                r.runs
+            );
+        }
+        println!();
+        let big: Vec<&CaseResult> = results.iter().filter(|r| r.hwm_total.is_some()).collect();
+        if !big.is_empty() {
+            println!("Peak memory at 100k steps (each case in its own child process)");
+            println!(
+                "| shape   | jobs | peak RSS MB (VmHWM) | RSS before walk MB | peak during walk MB | walk adds MB |"
+            );
+            println!(
+                "|---------|-----:|--------------------:|-------------------:|--------------------:|-------------:|"
+            );
+            for r in big {
+                let (before, during) = (r.rss_before_walk.unwrap_or(0), r.hwm_walk.unwrap_or(0));
+                println!(
+                    "| {:<7} | {:>4} | {:>19.1} | {:>18.1} | {:>19.1} | {:>12.1} |",
+                    r.shape,
+                    r.jobs,
+                    mb(r.hwm_total.unwrap_or(0)),
+                    mb(before),
+                    mb(during),
+                    mb(during.saturating_sub(before))
+                );
+            }
+            println!();
+        }
+    }
+
+    if "sleeping".contains(&filter) || filter.is_empty() {
+        let (steps, edges, runs) = sleeping(5);
+        println!(
+            "Sleeping DAG: {steps} steps, {edges} edges, layered 20 wide, 5-50 ms each, jobs unlimited; \
+             nominal critical path {} ms",
+            ms(runs[0].nominal)
+        );
+        println!("| run | wall ms | critical path ms (RunOutcome) | wall over critical path | wall over nominal |");
+        println!("|----:|--------:|------------------------------:|------------------------:|------------------:|");
+        for (i, r) in runs.iter().enumerate() {
+            println!(
+                "| {:>3} | {:>7} | {:>29} | {:>22.2}% | {:>16.2}% |",
+                i + 1,
+                ms(r.wall),
+                ms(r.critical),
+                pct(r.wall, r.critical),
+                pct(r.wall, r.nominal)
+            );
+        }
+        println!();
+    }
+
+    println!("Targets: < 5 µs per step at 10k steps; peak RSS < 100 MB at 100k steps; sleeping DAG wall within 2% of its critical path.");
+}

@@ -32,6 +32,9 @@ pub struct Defaults {
     pub retry_backoff: Option<String>,
     #[serde(default)]
     pub max_parallel: Option<usize>,
+    /// An AWS endpoint for every AWS call of the pipeline (`AWS_ENDPOINT_URL` in the environment also works).
+    #[serde(default)]
+    pub aws_endpoint_url: Option<String>,
 }
 
 /// One step: an id, what it waits for, and what it does.
@@ -59,6 +62,7 @@ pub struct Step {
 pub enum StepKind {
     Source(SourceSpec),
     Shell(ShellSpec),
+    Deploy(DeploySpec),
 }
 
 impl StepKind {
@@ -67,6 +71,7 @@ impl StepKind {
         match self {
             StepKind::Source(_) => "Source",
             StepKind::Shell(_) => "Shell",
+            StepKind::Deploy(_) => "Deploy",
         }
     }
 }
@@ -100,4 +105,81 @@ pub struct ShellSpec {
     pub program: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
+}
+
+/// Deploy a stage: CloudFormation stacks in one account and region, through an assumed role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySpec {
+    /// The target account id (12 digits).
+    pub account: String,
+    pub region: String,
+    /// Which credentials act in the account; default: the CDK bootstrap deploy role.
+    #[serde(default)]
+    pub role: DeployRole,
+    /// The CDK bootstrap qualifier in role and bucket names; default `hnb659fds`.
+    #[serde(default)]
+    pub qualifier: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The role CloudFormation itself uses (`RoleARN`); default: none (CDK bootstrap: `cfn-exec-role`).
+    #[serde(default)]
+    pub execution_role: Option<String>,
+    /// Bucket for templates over the 51,200-byte body limit; default `cdk-{qualifier}-assets-{account}-{region}`.
+    #[serde(default)]
+    pub assets_bucket: Option<String>,
+    #[serde(default)]
+    pub method: DeployMethod,
+    pub stacks: Stacks,
+}
+
+/// The credentials a Deploy acts with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeployRole {
+    /// `arn:aws:iam::{account}:role/cdk-{qualifier}-deploy-role-{account}-{region}`.
+    #[default]
+    Bootstrap,
+    /// This role ARN.
+    Arn(String),
+    /// No role: the caller's own credentials (they must act in the target account).
+    Caller,
+}
+
+/// How stacks are changed, like `cdk deploy --method`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeployMethod {
+    /// Updates through a change set; an empty one means unchanged. New stacks: CreateStack.
+    #[default]
+    ChangeSet,
+    /// CreateStack / UpdateStack directly.
+    Direct,
+}
+
+/// The stacks of a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Stacks {
+    /// Stacks listed in the pipeline, with templates in the workspace.
+    Listed(Vec<StackSpec>),
+}
+
+/// One CloudFormation stack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSpec {
+    /// The stack name; also the node id's part (`<step>/<name>`).
+    pub name: String,
+    /// Template path, relative to the workspace (the upstream Source's checkout).
+    pub template: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// e.g. `CAPABILITY_IAM`, `CAPABILITY_NAMED_IAM`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub termination_protection: bool,
+    /// Other stacks of this stage deployed before this one.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }

@@ -1,11 +1,14 @@
 //! The step kinds of `runner`, one module each, and the catalog that hands them to the engine.
 
+pub mod aws;
+pub mod deploy;
 pub mod process;
 pub mod shell;
 pub mod source;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use engine::model::{Step, StepKind};
 use engine::step::{Catalog, Expansion, PlanContext, StepError, StepRunner};
@@ -15,6 +18,10 @@ use engine::step::{Catalog, Expansion, PlanContext, StepError, StepRunner};
 pub struct StepCatalog {
     /// `--source-dir`: Source step id -> local checkout used instead of cloning.
     pub source_dirs: HashMap<String, PathBuf>,
+    /// The pipeline's `aws_endpoint_url`.
+    pub aws_endpoint: Option<String>,
+    /// AWS sessions, shared by every node of the run.
+    pub aws: Arc<aws::Sessions>,
 }
 
 impl Catalog for StepCatalog {
@@ -22,18 +29,23 @@ impl Catalog for StepCatalog {
         match kind {
             StepKind::Source(spec) => source::check(spec),
             StepKind::Shell(spec) => shell::check(spec),
+            StepKind::Deploy(spec) => deploy::check(spec),
         }
     }
 
-    fn describe(&self, step: &Step, _part: Option<&str>) -> String {
+    fn describe(&self, step: &Step, part: Option<&str>) -> String {
         match &step.kind {
             StepKind::Source(spec) => source::describe(spec, self.source_dirs.get(&step.id).map(PathBuf::as_path)),
             StepKind::Shell(spec) => shell::describe(spec),
+            StepKind::Deploy(spec) => deploy::describe(spec, part),
         }
     }
 
-    fn expand(&self, _step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
-        Ok(Expansion::Single)
+    fn expand(&self, step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
+        Ok(match &step.kind {
+            StepKind::Deploy(spec) => deploy::expand(spec),
+            StepKind::Source(_) | StepKind::Shell(_) => Expansion::Single,
+        })
     }
 
     fn resolves_fields(&self, step: &Step) -> bool {
@@ -46,6 +58,11 @@ impl Catalog for StepCatalog {
                 Box::new(source::SourceStep { spec: spec.clone(), local: self.source_dirs.get(&step.id).cloned() })
             }
             StepKind::Shell(spec) => Box::new(shell::ShellStep { spec: spec.clone() }),
+            StepKind::Deploy(spec) => Box::new(deploy::DeployStep {
+                spec: spec.clone(),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
+            }),
         })
     }
 }

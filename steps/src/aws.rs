@@ -1,0 +1,192 @@
+//! AWS plumbing shared by the AWS step kinds: sessions per (account, region, role), built once and cached, with
+//! credentials from the standard chain (env, profiles incl. SSO, container credentials, IMDS) and STS AssumeRole.
+//! `AWS_ENDPOINT_URL` (read by aws-config) or the pipeline's `aws_endpoint_url` points every client elsewhere.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata};
+use tokio::sync::Mutex;
+
+/// The CDK bootstrap qualifier when none is given.
+pub const DEFAULT_QUALIFIER: &str = "hnb659fds";
+
+/// What a session acts as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub account: String,
+    pub region: String,
+    /// Role to assume; `None`: the caller's credentials.
+    pub role: Option<String>,
+    pub external_id: Option<String>,
+    /// STS session name (`runner-<pipeline>-<step>`).
+    pub session_name: String,
+    pub endpoint: Option<String>,
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match &self.role {
+            Some(role) => format!("role {role} in account {}", self.account),
+            None => format!("the caller's credentials in account {}", self.account),
+        }
+    }
+}
+
+/// Configured access to one account and region.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub config: SdkConfig,
+    pub target: Target,
+    expires: Option<SystemTime>,
+}
+
+impl Session {
+    pub fn cloudformation(&self) -> aws_sdk_cloudformation::Client {
+        aws_sdk_cloudformation::Client::new(&self.config)
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.config).force_path_style(self.endpoint().is_some()).build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// The custom endpoint in use, if any.
+    pub fn endpoint(&self) -> Option<String> {
+        self.target.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty()))
+    }
+}
+
+/// Sessions built so far, shared by every node of a run.
+#[derive(Default)]
+pub struct Sessions {
+    base: Mutex<HashMap<(String, Option<String>), SdkConfig>>,
+    sessions: Mutex<HashMap<Target, Session>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sessions")
+    }
+}
+
+/// Why a session could not be had: one message naming the account and role.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct AccessError(pub String);
+
+impl Sessions {
+    async fn base(&self, region: &str, endpoint: Option<&str>) -> SdkConfig {
+        let key = (region.to_string(), endpoint.map(str::to_string));
+        let mut base = self.base.lock().await;
+        if let Some(c) = base.get(&key) {
+            return c.clone();
+        }
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(60))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .timeout_config(timeouts);
+        if let Some(e) = endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        let config = loader.load().await;
+        base.insert(key, config.clone());
+        config
+    }
+
+    /// A session acting in `target.account`, checked with GetCallerIdentity; cached until its credentials near
+    /// their expiry.
+    pub async fn get(&self, target: &Target) -> Result<Session, AccessError> {
+        if let Some(s) = self.sessions.lock().await.get(target) {
+            let fresh = s.expires.is_none_or(|e| e > SystemTime::now() + Duration::from_secs(300));
+            if fresh {
+                return Ok(s.clone());
+            }
+        }
+        let base = self.base(&target.region, target.endpoint.as_deref()).await;
+        let (config, expires) = match &target.role {
+            None => (base, None),
+            Some(role) => {
+                let sts = aws_sdk_sts::Client::new(&base);
+                let out = sts
+                    .assume_role()
+                    .role_arn(role)
+                    .role_session_name(&target.session_name)
+                    .set_external_id(target.external_id.clone())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        AccessError(format!(
+                            "cannot assume role {role} in account {}: {}\n  hint: the target account must trust the deployment account: bootstrap it with `cdk bootstrap --trust <deployment account>` (or `runner bootstrap aws://{}/{} --trust <deployment account>`)",
+                            target.account,
+                            aws_reason(&e),
+                            target.account,
+                            target.region
+                        ))
+                    })?;
+                let c = out
+                    .credentials()
+                    .ok_or_else(|| AccessError(format!("AssumeRole of {role} returned no credentials")))?;
+                let expires = SystemTime::try_from(*c.expiration()).ok();
+                let creds = Credentials::new(
+                    c.access_key_id(),
+                    c.secret_access_key(),
+                    Some(c.session_token().to_string()),
+                    expires,
+                    "runner-assume-role",
+                );
+                let config = base.to_builder().credentials_provider(SharedCredentialsProvider::new(creds)).build();
+                (config, expires)
+            }
+        };
+        let identity = aws_sdk_sts::Client::new(&config)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| AccessError(format!("cannot act with {}: {}", target.describe(), aws_reason(&e))))?;
+        let actual = identity.account().unwrap_or_default();
+        if actual != target.account {
+            return Err(AccessError(format!(
+                "{} act in account {actual}, not in account {}",
+                match &target.role {
+                    Some(role) => format!("credentials of role {role}"),
+                    None => "the caller's credentials".to_string(),
+                },
+                target.account
+            )));
+        }
+        let session = Session { config, target: target.clone(), expires };
+        self.sessions.lock().await.insert(target.clone(), session.clone());
+        Ok(session)
+    }
+}
+
+/// AWS's own reason for an error, quoted: `Code: message`, or the whole error chain when the service said nothing
+/// (no credentials, endpoint unreachable, timeout).
+pub fn aws_reason<E, R>(e: &aws_sdk_sts::error::SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_sts::error::SdkError;
+    match e {
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            match (err.code(), err.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_string(),
+                _ => format!("{}", DisplayErrorContext(e)),
+            }
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            format!("the AWS endpoint cannot be reached ({})", DisplayErrorContext(e))
+        }
+        _ => format!("{}", DisplayErrorContext(e)),
+    }
+}

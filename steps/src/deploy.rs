@@ -1,0 +1,716 @@
+//! The Deploy step: a stage of CloudFormation stacks in one account and region, reached through STS AssumeRole.
+//! Each stack is its own node (`<step>/<stack>`). New stacks are created with CreateStack; existing ones are
+//! updated through a change set (an empty one means `unchanged`, nothing executed) or directly (`method: Direct`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_cloudformation::error::ProvideErrorMetadata;
+use aws_sdk_cloudformation::types::{
+    Capability, ChangeSetStatus, ChangeSetType, OnFailure, Parameter, Stack, StackStatus, Tag,
+};
+use aws_sdk_cloudformation::Client as Cfn;
+use engine::event::{Status, Stream};
+use engine::model::{DeployMethod, DeployRole, DeploySpec, StackSpec, Stacks, Step, StepKind};
+use engine::step::{Expansion, NodeContext, NodeSuccess, Outputs, Part, StepError, StepRunner, StopSignal};
+use engine::subst;
+use sha2::{Digest, Sha256};
+
+use crate::aws::{aws_reason, Session, Sessions, Target, DEFAULT_QUALIFIER};
+
+/// CloudFormation's limit for a template passed in the request body.
+pub const TEMPLATE_BODY_LIMIT: usize = 51_200;
+
+const CAPABILITIES: [&str; 3] = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"];
+
+fn stacks(spec: &DeploySpec) -> &[StackSpec] {
+    match &spec.stacks {
+        Stacks::Listed(s) => s,
+    }
+}
+
+/// Kind-specific problems of a Deploy step.
+pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let templated = |s: &str| s.contains("${");
+    if !templated(&spec.account) && !(spec.account.len() == 12 && spec.account.chars().all(|c| c.is_ascii_digit())) {
+        problems.push(("account".into(), format!("account `{}` is not a 12-digit AWS account id", spec.account)));
+    }
+    if spec.region.trim().is_empty() {
+        problems.push(("region".into(), "empty `region`".into()));
+    }
+    let list = stacks(spec);
+    if list.is_empty() {
+        problems.push(("stacks".into(), "a Deploy needs at least one stack".into()));
+    }
+    let names: HashSet<&str> = list.iter().map(|s| s.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    for (i, stack) in list.iter().enumerate() {
+        let at = |field: &str| format!("stacks[{i}].{field}");
+        let valid = stack.name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && stack.name.len() <= 128
+            && stack.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !valid && !templated(&stack.name) {
+            problems.push((
+                at("name"),
+                format!("stack name `{}` must start with a letter and use only letters, digits and `-`", stack.name),
+            ));
+        }
+        if !seen.insert(stack.name.as_str()) {
+            problems.push((at("name"), format!("duplicate stack `{}` in this stage", stack.name)));
+        }
+        if stack.template.trim().is_empty() {
+            problems.push((at("template"), "empty `template` path".into()));
+        }
+        for (j, dep) in stack.depends_on.iter().enumerate() {
+            if dep == &stack.name {
+                problems.push((format!("stacks[{i}].depends_on[{j}]"), format!("stack `{dep}` depends on itself")));
+            } else if !names.contains(dep.as_str()) {
+                let hint = engine::validate::closest(dep, names.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                problems.push((
+                    format!("stacks[{i}].depends_on[{j}]"),
+                    format!("stack `{}` depends on `{dep}`, which is not a stack of this stage{hint}", stack.name),
+                ));
+            }
+        }
+        for (j, cap) in stack.capabilities.iter().enumerate() {
+            if !CAPABILITIES.contains(&cap.as_str()) {
+                problems.push((
+                    format!("stacks[{i}].capabilities[{j}]"),
+                    format!("unknown capability `{cap}`: use one of {}", CAPABILITIES.join(", ")),
+                ));
+            }
+        }
+    }
+    if let DeployRole::Arn(arn) = &spec.role {
+        if !templated(arn) && !arn.starts_with("arn:") {
+            problems.push(("role".into(), format!("role `{arn}` is not an ARN")));
+        }
+    }
+    problems
+}
+
+/// The role a Deploy assumes, if any.
+pub fn role_arn(spec: &DeploySpec) -> Option<String> {
+    let q = spec.qualifier.as_deref().unwrap_or(DEFAULT_QUALIFIER);
+    match &spec.role {
+        DeployRole::Bootstrap => {
+            Some(format!("arn:aws:iam::{a}:role/cdk-{q}-deploy-role-{a}-{r}", a = spec.account, r = spec.region))
+        }
+        DeployRole::Arn(arn) => Some(arn.clone()),
+        DeployRole::Caller => None,
+    }
+}
+
+fn assets_bucket(spec: &DeploySpec) -> String {
+    let q = spec.qualifier.as_deref().unwrap_or(DEFAULT_QUALIFIER);
+    spec.assets_bucket.clone().unwrap_or_else(|| format!("cdk-{q}-assets-{}-{}", spec.account, spec.region))
+}
+
+/// What `plan` says.
+pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
+    let to = format!("aws://{}/{}", spec.account, spec.region);
+    let stacks = stacks(spec);
+    match part.and_then(|p| stacks.iter().find(|s| s.name == p)) {
+        Some(stack) => {
+            let how = match spec.method {
+                DeployMethod::ChangeSet => "change set",
+                DeployMethod::Direct => "direct update",
+            };
+            let role = role_arn(spec).map_or("the caller's credentials".to_string(), |r| format!("role {r}"));
+            format!("deploy stack {} ({}) to {to} by {how}, as {role}", stack.name, stack.template)
+        }
+        None => format!("deploy {} stacks to {to}", stacks.len()),
+    }
+}
+
+/// One node per stack, ordered by `depends_on`.
+pub fn expand(spec: &DeploySpec) -> Expansion {
+    Expansion::Parts(
+        stacks(spec)
+            .iter()
+            .map(|s| Part {
+                name: s.name.clone(),
+                needs: s.depends_on.clone(),
+                description: describe(spec, Some(&s.name)),
+            })
+            .collect(),
+    )
+}
+
+/// STS session name `runner-<pipeline>-<step>`, within STS's charset and 64 characters.
+pub fn session_name(pipeline: &str, step: &str) -> String {
+    let raw = format!("runner-{pipeline}-{step}");
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) { c } else { '-' }).take(64).collect()
+}
+
+/// The session target of a Deploy.
+pub fn target(spec: &DeploySpec, pipeline: &str, step: &str, endpoint: Option<&str>) -> Target {
+    Target {
+        account: spec.account.clone(),
+        region: spec.region.clone(),
+        role: role_arn(spec),
+        external_id: spec.external_id.clone(),
+        session_name: session_name(pipeline, step),
+        endpoint: endpoint.map(str::to_string),
+    }
+}
+
+/// Before the first stack of a run: every Deploy's role can be assumed and acts in its account. Fields are
+/// resolved against the environment; a Deploy whose target depends on step outputs is checked when it runs.
+pub async fn preflight(
+    steps: &[Step],
+    pipeline: &str,
+    endpoint: Option<&str>,
+    env: &HashMap<String, String>,
+    sessions: &Arc<Sessions>,
+) -> Vec<String> {
+    struct EnvOnly<'a>(&'a HashMap<String, String>);
+    impl subst::Lookup for EnvOnly<'_> {
+        fn env(&self, name: &str) -> Option<String> {
+            self.0.get(name).cloned()
+        }
+        fn output(&self, _: &str, _: &str) -> Option<String> {
+            None
+        }
+    }
+    let mut targets = Vec::new();
+    for step in steps {
+        let StepKind::Deploy(spec) = &step.kind else { continue };
+        let mut missing = Vec::new();
+        let mut resolve = |s: &str| subst::render(s, &EnvOnly(env), &mut missing);
+        let mut resolved = spec.clone();
+        resolved.account = resolve(&spec.account);
+        resolved.region = resolve(&spec.region);
+        if let DeployRole::Arn(arn) = &spec.role {
+            resolved.role = DeployRole::Arn(resolve(arn));
+        }
+        resolved.external_id = spec.external_id.as_deref().map(&mut resolve);
+        resolved.qualifier = spec.qualifier.as_deref().map(&mut resolve);
+        let endpoint = endpoint.map(&mut resolve);
+        if missing.is_empty() {
+            targets.push((step.id.clone(), target(&resolved, pipeline, &step.id, endpoint.as_deref())));
+        }
+    }
+    let mut checks = tokio::task::JoinSet::new();
+    let mut unique = HashSet::new();
+    for (id, t) in targets {
+        if unique.insert(t.clone()) {
+            // Sessions are cached by target: the checked ones are reused by the stacks.
+            let sessions = Arc::clone(sessions);
+            checks.spawn(async move { sessions.get(&t).await.err().map(|e| format!("`{id}`: {e}")) });
+        }
+    }
+    let mut errors = Vec::new();
+    while let Some(r) = checks.join_next().await {
+        if let Ok(Some(e)) = r {
+            errors.push(e);
+        }
+    }
+    errors.sort();
+    errors
+}
+
+/// A Deploy step's node, ready to run one stack.
+pub struct DeployStep {
+    pub spec: DeploySpec,
+    pub endpoint: Option<String>,
+    pub sessions: Arc<Sessions>,
+}
+
+#[async_trait::async_trait]
+impl StepRunner for DeployStep {
+    async fn run(&self, ctx: &NodeContext) -> Result<NodeSuccess, StepError> {
+        let Some(name) = ctx.part.as_deref() else {
+            return Err(StepError::invalid("a Deploy runs as one node per stack"));
+        };
+        let stack = stacks(&self.spec)
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| StepError::invalid(format!("no stack `{name}` in this stage")))?;
+        let target = target(&self.spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
+        let session = self.sessions.get(&target).await.map_err(|e| StepError::failed(e.to_string()))?;
+        let deployment =
+            StackDeployment { spec: &self.spec, stack, session: &session, cfn: session.cloudformation(), ctx };
+        deployment.run().await
+    }
+}
+
+/// Where a template goes in the request.
+enum TemplateSource {
+    Body(String),
+    Url(String),
+}
+
+/// How waiting for a stack ended.
+struct StackEnd {
+    status: StackStatus,
+    failures: Vec<String>,
+}
+
+/// One stack being deployed by one node.
+struct StackDeployment<'a> {
+    spec: &'a DeploySpec,
+    stack: &'a StackSpec,
+    session: &'a Session,
+    cfn: Cfn,
+    ctx: &'a NodeContext,
+}
+
+impl StackDeployment<'_> {
+    fn name(&self) -> &str {
+        &self.stack.name
+    }
+
+    async fn log(&self, line: impl Into<String>) {
+        self.ctx.events.log(Stream::Runner, line).await;
+    }
+
+    async fn run(&self) -> Result<NodeSuccess, StepError> {
+        let path = self.ctx.workspace.join(&self.stack.template);
+        let body = std::fs::read_to_string(&path).map_err(|e| {
+            StepError::invalid(format!("cannot read template {} of stack {}: {e}", path.display(), self.name()))
+        })?;
+        let resources = count_resources(&body);
+        let template = self.template_source(body).await?;
+        let status = self.prepare().await?;
+        let outcome = match status {
+            None => self.create(&template, resources).await?,
+            Some(_) => match self.spec.method {
+                DeployMethod::ChangeSet => self.update_by_change_set(&template, resources).await?,
+                DeployMethod::Direct => self.update_directly(&template, resources).await?,
+            },
+        };
+        let stack = self
+            .describe()
+            .await?
+            .ok_or_else(|| StepError::failed(format!("stack {} is gone after its deployment", self.name())))?;
+        if stack.enable_termination_protection() != Some(self.stack.termination_protection) && status.is_some() {
+            self.call(
+                self.cfn
+                    .update_termination_protection()
+                    .stack_name(self.name())
+                    .enable_termination_protection(self.stack.termination_protection)
+                    .send(),
+                "UpdateTerminationProtection",
+            )
+            .await?;
+        }
+        let outputs: Outputs = stack
+            .outputs()
+            .iter()
+            .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value().unwrap_or_default().to_string())))
+            .collect();
+        for (k, v) in &outputs {
+            self.log(format!("output {k} = {v}")).await;
+        }
+        Ok(NodeSuccess { status: Some(outcome), outputs, ..Default::default() })
+    }
+
+    /// The stack's current status after clearing states that block a deployment; `None`: it must be created.
+    async fn prepare(&self) -> Result<Option<StackStatus>, StepError> {
+        let Some(stack) = self.describe().await? else { return Ok(None) };
+        let mut status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
+        if status.as_str().ends_with("_IN_PROGRESS") && status != StackStatus::ReviewInProgress {
+            self.log(format!("stack {} is {}: waiting for it to settle", self.name(), status.as_str())).await;
+            status = self.wait(SystemTime::now(), 0).await?.status;
+        }
+        match status {
+            StackStatus::RollbackComplete | StackStatus::ReviewInProgress => {
+                self.log(format!(
+                    "stack {} is {} (it never got created): deleting it to create it again",
+                    self.name(),
+                    status.as_str()
+                ))
+                .await;
+                self.call(self.cfn.delete_stack().stack_name(self.name()).send(), "DeleteStack").await?;
+                let end = self.wait(SystemTime::now(), 0).await?;
+                if end.status != StackStatus::DeleteComplete {
+                    return Err(self.failure("delete", &end));
+                }
+                Ok(None)
+            }
+            StackStatus::DeleteComplete => Ok(None),
+            s if s.as_str().ends_with("_FAILED") && s != StackStatus::UpdateRollbackFailed => {
+                Err(StepError::failed(format!(
+                    "stack {} is in {}: it needs attention in the CloudFormation console before it can be deployed",
+                    self.name(),
+                    s.as_str()
+                )))
+            }
+            s => Ok(Some(s)),
+        }
+    }
+
+    async fn create(&self, template: &TemplateSource, resources: Option<u64>) -> Result<Status, StepError> {
+        self.log(format!("creating stack {}", self.name())).await;
+        let started = SystemTime::now();
+        let mut req = self
+            .cfn
+            .create_stack()
+            .stack_name(self.name())
+            .set_parameters(Some(self.parameters()))
+            .set_tags(Some(self.tags()))
+            .set_capabilities(Some(self.capabilities()))
+            .set_role_arn(self.spec.execution_role.clone())
+            .enable_termination_protection(self.stack.termination_protection)
+            .on_failure(OnFailure::Rollback);
+        req = match template {
+            TemplateSource::Body(b) => req.template_body(b),
+            TemplateSource::Url(u) => req.template_url(u),
+        };
+        self.call(req.send(), "CreateStack").await?;
+        let end = self.wait(started, resources.unwrap_or(0)).await?;
+        if end.status == StackStatus::CreateComplete {
+            Ok(Status::Succeeded)
+        } else {
+            Err(self.failure("create", &end))
+        }
+    }
+
+    async fn update_by_change_set(
+        &self,
+        template: &TemplateSource,
+        resources: Option<u64>,
+    ) -> Result<Status, StepError> {
+        let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let change_set = format!("runner-{millis}");
+        let mut req = self
+            .cfn
+            .create_change_set()
+            .stack_name(self.name())
+            .change_set_name(&change_set)
+            .change_set_type(ChangeSetType::Update)
+            .set_parameters(Some(self.parameters()))
+            .set_tags(Some(self.tags()))
+            .set_capabilities(Some(self.capabilities()))
+            .set_role_arn(self.spec.execution_role.clone());
+        req = match template {
+            TemplateSource::Body(b) => req.template_body(b),
+            TemplateSource::Url(u) => req.template_url(u),
+        };
+        if let Err(e) = req.send().await {
+            if no_changes(e.message().unwrap_or_default()) {
+                self.log(format!("stack {} is up to date: nothing to change", self.name())).await;
+                return Ok(Status::Unchanged);
+            }
+            return Err(StepError::failed(format!(
+                "CreateChangeSet for stack {} failed: {}",
+                self.name(),
+                aws_reason(&e)
+            )));
+        }
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let cs = self
+                .call(
+                    self.cfn.describe_change_set().stack_name(self.name()).change_set_name(&change_set).send(),
+                    "DescribeChangeSet",
+                )
+                .await?;
+            match cs.status() {
+                Some(ChangeSetStatus::CreateComplete) => {
+                    for c in cs.changes() {
+                        if let Some(r) = c.resource_change() {
+                            let replacement = r.replacement().map(|x| x.as_str()).unwrap_or("-");
+                            self.log(format!(
+                                "change: {} {} ({}) replacement: {replacement}",
+                                r.action().map(|a| a.as_str()).unwrap_or("?"),
+                                r.logical_resource_id().unwrap_or("?"),
+                                r.resource_type().unwrap_or("?"),
+                            ))
+                            .await;
+                        }
+                    }
+                    break;
+                }
+                Some(ChangeSetStatus::Failed) => {
+                    let reason = cs.status_reason().unwrap_or_default().to_string();
+                    let _ =
+                        self.cfn.delete_change_set().stack_name(self.name()).change_set_name(&change_set).send().await;
+                    if no_changes(&reason) {
+                        self.log(format!(
+                            "stack {} is up to date: the change set was empty and is deleted",
+                            self.name()
+                        ))
+                        .await;
+                        return Ok(Status::Unchanged);
+                    }
+                    return Err(StepError::failed(format!("change set for stack {} failed: {reason}", self.name())));
+                }
+                _ => {
+                    pause(&self.ctx.stop, delay).await?;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let started = SystemTime::now();
+        self.log(format!("executing change set {change_set}")).await;
+        self.call(
+            self.cfn.execute_change_set().stack_name(self.name()).change_set_name(&change_set).send(),
+            "ExecuteChangeSet",
+        )
+        .await?;
+        let end = self.wait(started, resources.unwrap_or(0)).await?;
+        if end.status == StackStatus::UpdateComplete {
+            Ok(Status::Succeeded)
+        } else {
+            Err(self.failure("update", &end))
+        }
+    }
+
+    async fn update_directly(&self, template: &TemplateSource, resources: Option<u64>) -> Result<Status, StepError> {
+        let started = SystemTime::now();
+        let mut req = self
+            .cfn
+            .update_stack()
+            .stack_name(self.name())
+            .set_parameters(Some(self.parameters()))
+            .set_tags(Some(self.tags()))
+            .set_capabilities(Some(self.capabilities()))
+            .set_role_arn(self.spec.execution_role.clone());
+        req = match template {
+            TemplateSource::Body(b) => req.template_body(b),
+            TemplateSource::Url(u) => req.template_url(u),
+        };
+        if let Err(e) = req.send().await {
+            if no_changes(e.message().unwrap_or_default()) {
+                self.log(format!("stack {} is up to date: no updates are to be performed", self.name())).await;
+                return Ok(Status::Unchanged);
+            }
+            return Err(StepError::failed(format!("UpdateStack of {} failed: {}", self.name(), aws_reason(&e))));
+        }
+        let end = self.wait(started, resources.unwrap_or(0)).await?;
+        if end.status == StackStatus::UpdateComplete {
+            Ok(Status::Succeeded)
+        } else {
+            Err(self.failure("update", &end))
+        }
+    }
+
+    /// Poll the stack until it leaves `*_IN_PROGRESS`, streaming its events into the log and progress.
+    async fn wait(&self, since: SystemTime, resources: u64) -> Result<StackEnd, StepError> {
+        let mut seen = HashSet::new();
+        let mut done = HashSet::new();
+        let mut failures = Vec::new();
+        let mut delay = Duration::from_millis(100);
+        let since = since - Duration::from_secs(5);
+        loop {
+            let events = self.cfn.describe_stack_events().stack_name(self.name()).send().await;
+            if let Ok(events) = events {
+                let mut fresh: Vec<_> = events
+                    .stack_events()
+                    .iter()
+                    .filter(|e| e.timestamp().and_then(|t| SystemTime::try_from(*t).ok()).is_none_or(|t| t >= since))
+                    .filter(|e| e.event_id().is_some_and(|id| seen.insert(id.to_string())))
+                    .collect();
+                fresh.reverse();
+                for e in fresh {
+                    let resource = e.logical_resource_id().unwrap_or("?");
+                    let status = e.resource_status().map(|s| s.as_str()).unwrap_or("?");
+                    let reason = e.resource_status_reason().unwrap_or("");
+                    self.log(format!("{resource} {status} {reason}").trim_end().to_string()).await;
+                    if resource != self.name() && status.ends_with("_COMPLETE") {
+                        done.insert(resource.to_string());
+                    }
+                    if status.ends_with("_FAILED") && !reason.is_empty() {
+                        failures.push(format!("{resource}: {reason}"));
+                    }
+                }
+                if resources > 0 {
+                    self.ctx.events.progress(done.len() as u64, Some(resources), "resources", "deploying").await;
+                }
+            }
+            match self.describe().await? {
+                None => return Ok(StackEnd { status: StackStatus::DeleteComplete, failures }),
+                Some(stack) => {
+                    let status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
+                    if !status.as_str().ends_with("_IN_PROGRESS") || status == StackStatus::ReviewInProgress {
+                        if let Some(reason) = stack.stack_status_reason() {
+                            if status.as_str().contains("FAILED") || status.as_str().contains("ROLLBACK") {
+                                failures.push(format!("{}: {reason}", self.name()));
+                            }
+                        }
+                        return Ok(StackEnd { status, failures });
+                    }
+                }
+            }
+            pause(&self.ctx.stop, delay).await?;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn failure(&self, what: &str, end: &StackEnd) -> StepError {
+        let reasons =
+            if end.failures.is_empty() { "CloudFormation gave no reason".to_string() } else { end.failures.join("; ") };
+        let rollback = match end.status.as_str() {
+            s if s.ends_with("ROLLBACK_COMPLETE") => "; the stack was rolled back",
+            s if s.ends_with("ROLLBACK_FAILED") => "; the rollback failed too: the stack needs attention",
+            _ => "",
+        };
+        StepError::failed(format!(
+            "cannot {what} stack {}: it ended in {}: {reasons}{rollback}",
+            self.name(),
+            end.status.as_str()
+        ))
+    }
+
+    async fn describe(&self) -> Result<Option<Stack>, StepError> {
+        match self.cfn.describe_stacks().stack_name(self.name()).send().await {
+            Ok(out) => {
+                Ok(out.stacks().first().cloned().filter(|s| s.stack_status() != Some(&StackStatus::DeleteComplete)))
+            }
+            Err(e)
+                if e.code() == Some("ValidationError")
+                    && e.message().unwrap_or_default().contains("does not exist") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(StepError::failed(format!(
+                "DescribeStacks of {} in account {} failed: {}",
+                self.name(),
+                self.spec.account,
+                aws_reason(&e)
+            ))),
+        }
+    }
+
+    async fn call<T, E, R>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, aws_sdk_cloudformation::error::SdkError<E, R>>>,
+        action: &str,
+    ) -> Result<T, StepError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        fut.await
+            .map_err(|e| StepError::failed(format!("{action} for stack {} failed: {}", self.name(), aws_reason(&e))))
+    }
+
+    fn parameters(&self) -> Vec<Parameter> {
+        self.stack
+            .parameters
+            .iter()
+            .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
+            .collect()
+    }
+
+    fn tags(&self) -> Vec<Tag> {
+        self.stack.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        self.stack.capabilities.iter().map(|c| Capability::from(c.as_str())).collect()
+    }
+
+    /// The template in the request body, or uploaded to the assets bucket when over the body limit.
+    async fn template_source(&self, body: String) -> Result<TemplateSource, StepError> {
+        if body.len() <= TEMPLATE_BODY_LIMIT {
+            return Ok(TemplateSource::Body(body));
+        }
+        let bucket = assets_bucket(self.spec);
+        let ext = if body.trim_start().starts_with('{') { "json" } else { "yaml" };
+        let key = format!("runner/templates/{:x}.{ext}", Sha256::digest(body.as_bytes()));
+        self.log(format!(
+            "template is {} bytes (over the {TEMPLATE_BODY_LIMIT}-byte limit): uploading it to s3://{bucket}/{key}",
+            body.len()
+        ))
+        .await;
+        self.session.s3().put_object().bucket(&bucket).key(&key).body(body.into_bytes().into()).send().await.map_err(
+            |e| {
+                StepError::failed(format!(
+                    "cannot upload the template of stack {} to s3://{bucket}/{key}: {}",
+                    self.name(),
+                    aws_reason(&e)
+                ))
+            },
+        )?;
+        Ok(TemplateSource::Url(template_url(self.session.endpoint().as_deref(), &bucket, &key, &self.spec.region)))
+    }
+}
+
+/// Where CloudFormation reads an uploaded template: path style under a custom endpoint.
+pub fn template_url(endpoint: Option<&str>, bucket: &str, key: &str, region: &str) -> String {
+    match endpoint {
+        Some(e) => format!("{}/{bucket}/{key}", e.trim_end_matches('/')),
+        None => format!("https://{bucket}.s3.{region}.amazonaws.com/{key}"),
+    }
+}
+
+/// AWS's ways of saying a change would change nothing.
+fn no_changes(reason: &str) -> bool {
+    reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
+}
+
+/// Wait, unless the node is told to stop.
+async fn pause(stop: &StopSignal, delay: Duration) -> Result<(), StepError> {
+    let mut stop = stop.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => Ok(()),
+        reason = stop.stronger_than(None) => Err(StepError::stopped(reason, "stopped while waiting for CloudFormation")),
+    }
+}
+
+/// Number of resources a template declares (JSON, or YAML's top-level `Resources:` block), for progress.
+pub fn count_resources(template: &str) -> Option<u64> {
+    if template.trim_start().starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(template).ok()?;
+        return Some(v.get("Resources")?.as_object()?.len() as u64);
+    }
+    let mut lines = template.lines().skip_while(|l| !l.starts_with("Resources:"));
+    lines.next()?;
+    let mut indent = None;
+    let mut count = 0;
+    for line in lines {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let depth = line.len() - line.trim_start().len();
+        if depth == 0 {
+            break;
+        }
+        let indent = *indent.get_or_insert(depth);
+        if depth == indent && line.trim_end().ends_with(':') {
+            count += 1;
+        }
+    }
+    Some(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_resources_of_yaml_and_json_templates() {
+        let yaml = "AWSTemplateFormatVersion: '2010-09-09'\nResources:\n  A:\n    Type: X\n    Properties:\n      B: 1\n  C:\n    Type: Y\nOutputs:\n  O:\n    Value: 1\n";
+        assert_eq!(count_resources(yaml), Some(2));
+        assert_eq!(count_resources(r#"{"Resources": {"A": {}, "B": {}, "C": {}}}"#), Some(3));
+    }
+
+    #[test]
+    fn bootstrap_role_and_bucket_follow_cdk_names() {
+        let spec = DeploySpec {
+            account: "111111111111".into(),
+            region: "eu-west-1".into(),
+            role: DeployRole::Bootstrap,
+            qualifier: None,
+            external_id: None,
+            execution_role: None,
+            assets_bucket: None,
+            method: DeployMethod::ChangeSet,
+            stacks: Stacks::Listed(vec![]),
+        };
+        assert_eq!(
+            role_arn(&spec).unwrap(),
+            "arn:aws:iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-eu-west-1"
+        );
+        assert_eq!(assets_bucket(&spec), "cdk-hnb659fds-assets-111111111111-eu-west-1");
+        assert_eq!(template_url(Some("http://localhost:5000/"), "b", "k.json", "x"), "http://localhost:5000/b/k.json");
+        assert_eq!(session_name("prod", "deploy prod"), "runner-prod-deploy-prod");
+    }
+}
