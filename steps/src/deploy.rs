@@ -34,7 +34,8 @@ fn stacks(spec: &DeploySpec) -> &[StackSpec] {
 pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let templated = |s: &str| s.contains("${");
-    if !templated(&spec.account) && !(spec.account.len() == 12 && spec.account.chars().all(|c| c.is_ascii_digit())) {
+    let account_id = spec.account.len() == 12 && spec.account.chars().all(|c| c.is_ascii_digit());
+    if !account_id && !templated(&spec.account) {
         problems.push(("account".into(), format!("account `{}` is not a 12-digit AWS account id", spec.account)));
     }
     if spec.region.trim().is_empty() {
