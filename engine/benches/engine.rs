@@ -9,10 +9,12 @@
 //! Targets: < 5 µs of engine overhead per step at 10k steps, peak memory < 100 MB at 100k steps, the sleeping DAG's
 //! wall time within 2% of its critical path.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,14 +190,22 @@ impl Dag {
         text
     }
 
-    /// The longest sum of `cost` along a chain of needs.
-    fn critical_path(&self, cost: impl Fn(usize) -> Duration) -> Duration {
-        let mut best: Vec<Duration> = Vec::with_capacity(self.needs.len());
+    /// The chain of needs with the longest sum of `cost`, and that sum.
+    fn critical_path(&self, cost: impl Fn(usize) -> Duration) -> (Vec<usize>, Duration) {
+        let mut best: Vec<(Duration, Option<usize>)> = Vec::with_capacity(self.needs.len());
         for (i, needs) in self.needs.iter().enumerate() {
-            let longest = needs.iter().map(|&n| best[n]).max().unwrap_or_default();
-            best.push(longest + cost(i));
+            let longest = needs.iter().map(|&n| (best[n].0, Some(n))).max().unwrap_or_default();
+            best.push((longest.0 + cost(i), longest.1));
         }
-        best.into_iter().max().unwrap_or_default()
+        let Some(end) = (0..best.len()).max_by_key(|&i| best[i].0) else {
+            return (Vec::new(), Duration::ZERO);
+        };
+        let mut path = vec![end];
+        while let Some(prev) = best[*path.last().unwrap()].1 {
+            path.push(prev);
+        }
+        path.reverse();
+        (path, best[end].0)
     }
 }
 
@@ -215,7 +225,20 @@ impl PlanTimes {
     }
 }
 
+/// Validation finds cycles with petgraph's `tarjan_scc`, which recurses once per step of a chain: a 100k-step chain
+/// overflows the 8 MB main-thread stack. Plan on a thread with a large stack meanwhile (see the README).
+const PLANNING_STACK: usize = 256 << 20;
+
 fn plan(text: String) -> (Plan, PlanTimes) {
+    std::thread::Builder::new()
+        .stack_size(PLANNING_STACK)
+        .spawn(move || plan_here(text))
+        .expect("planning thread")
+        .join()
+        .expect("planning panicked")
+}
+
+fn plan_here(text: String) -> (Plan, PlanTimes) {
     let catalog = BenchCatalog;
     let t = Instant::now();
     let loaded = engine::load::parse(Path::new("bench.ron"), text).unwrap_or_else(|e| panic!("{}", e.render()));
@@ -291,6 +314,90 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Memory
+
+/// The system allocator, counting while `COUNTING` is on (one relaxed load per call otherwise).
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static PEAK_LIVE: AtomicI64 = AtomicI64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            ALLOCATED.fetch_add(layout.size() as u64, Ordering::Relaxed);
+            let live = LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed) + layout.size() as i64;
+            PEAK_LIVE.fetch_max(live, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            ALLOCATED.fetch_add(new_size as u64, Ordering::Relaxed);
+            let live = LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed) + new_size as i64
+                - layout.size() as i64;
+            PEAK_LIVE.fetch_max(live, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations of one walk, per step.
+struct AllocReport {
+    allocs: f64,
+    bytes: f64,
+    /// Peak of live heap during the walk above what was live before it.
+    peak: f64,
+    /// Heap still live once the walk's outcome and events are dropped: what the walk leaked.
+    leaked: f64,
+}
+
+fn count_allocations(shape: Shape, steps: usize, jobs: usize) -> AllocReport {
+    let dag = Dag::new(shape, steps, LAYER_WIDTH, SEED);
+    let (plan, _) = plan(dag.ron(|_| "noop".to_string()));
+    let plan = Arc::new(plan);
+    let dir = run_dir();
+    let rt = runtime();
+    // Warm the runtime up (worker threads, timer wheel, thread-locals) before counting.
+    drop(walk_once(&rt, &plan, jobs, &dir));
+    for c in [&ALLOCS, &ALLOCATED] {
+        c.store(0, Ordering::SeqCst);
+    }
+    LIVE.store(0, Ordering::SeqCst);
+    PEAK_LIVE.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let w = walk_once(&rt, &plan, jobs, &dir);
+    drop(w);
+    // Let the workers drop what they still hold of finished tasks.
+    std::thread::sleep(Duration::from_millis(50));
+    COUNTING.store(false, Ordering::SeqCst);
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = steps as f64;
+    AllocReport {
+        allocs: ALLOCS.load(Ordering::SeqCst) as f64 / n,
+        bytes: ALLOCATED.load(Ordering::SeqCst) as f64 / n,
+        peak: PEAK_LIVE.load(Ordering::SeqCst) as f64 / n,
+        leaked: LIVE.load(Ordering::SeqCst) as f64 / n,
+    }
+}
 
 /// A field of /proc/self/status, in kB.
 fn status_kb(field: &str) -> u64 {
@@ -471,6 +578,9 @@ struct SleepRun {
     wall: Duration,
     critical: Duration,
     nominal: Duration,
+    /// The nominal critical path slept step after step in one task: what tokio's timer alone costs.
+    floor: Duration,
+    floor_steps: usize,
 }
 
 /// ~200 steps sleeping 5-50 ms, layered 20 wide, jobs unlimited.
@@ -479,7 +589,7 @@ fn sleeping(runs: usize) -> (usize, usize, Vec<SleepRun>) {
     let dag = Dag::new(Shape::Layered, steps, 20, SEED ^ 0xdead_beef);
     let mut rng = Rng(SEED);
     let ms: Vec<u64> = (0..steps).map(|_| 5 + rng.below(46)).collect();
-    let nominal = dag.critical_path(|i| Duration::from_millis(ms[i]));
+    let (chain, nominal) = dag.critical_path(|i| Duration::from_millis(ms[i]));
     let (plan, _) = plan(dag.ron(|i| format!("sleep:{}", ms[i])));
     let plan = Arc::new(plan);
     let dir = run_dir();
@@ -487,7 +597,20 @@ fn sleeping(runs: usize) -> (usize, usize, Vec<SleepRun>) {
     let mut out = Vec::new();
     for _ in 0..runs {
         let w = walk_once(&rt, &plan, 0, &dir);
-        out.push(SleepRun { wall: w.wall, critical: w.outcome.critical_path_duration, nominal });
+        let floor = rt.block_on(async {
+            let t = Instant::now();
+            for &i in &chain {
+                tokio::time::sleep(Duration::from_millis(ms[i])).await;
+            }
+            t.elapsed()
+        });
+        out.push(SleepRun {
+            wall: w.wall,
+            critical: w.outcome.critical_path_duration,
+            nominal,
+            floor,
+            floor_steps: chain.len(),
+        });
     }
     let _ = std::fs::remove_dir_all(&dir);
     (steps, dag.edges(), out)
@@ -513,6 +636,22 @@ fn main() {
     if args.first().map(String::as_str) == Some("child") {
         let shape = Shape::parse(&args[1]).expect("shape");
         child(shape, args[2].parse().expect("steps"), args[3].parse().expect("jobs"));
+        return;
+    }
+    // `engine profile <shape> <steps> <jobs> <walks>`: plan once, walk many times (for `perf record`).
+    if args.first().map(String::as_str) == Some("profile") {
+        let shape = Shape::parse(&args[1]).expect("shape");
+        let steps: usize = args[2].parse().expect("steps");
+        let dag = Dag::new(shape, steps, LAYER_WIDTH, SEED);
+        let plan = Arc::new(plan(dag.ron(|_| "noop".to_string())).0);
+        let (dir, rt) = (run_dir(), runtime());
+        let t = Instant::now();
+        let walks: u32 = args[4].parse().expect("walks");
+        for _ in 0..walks {
+            walk_once(&rt, &plan, args[3].parse().expect("jobs"), &dir);
+        }
+        println!("{} µs per step", us(t.elapsed() / walks / steps as u32));
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     // `cargo bench -p runner-engine --bench engine -- <filter>`: only cases whose name contains the filter.
@@ -593,6 +732,27 @@ fn main() {
         }
     }
 
+    if "allocations".contains(&filter) || filter.is_empty() {
+        println!("Allocations of one walk at 10k steps, per step (counting allocator, counted on a second walk)");
+        println!("| shape   | jobs | allocations | bytes allocated | peak live bytes | live bytes after (leaked) |");
+        println!("|---------|-----:|------------:|----------------:|----------------:|--------------------------:|");
+        for shape in Shape::ALL {
+            for jobs in [0, 16] {
+                let a = count_allocations(shape, 10_000, jobs);
+                println!(
+                    "| {:<7} | {:>4} | {:>11.1} | {:>15.0} | {:>15.0} | {:>25.0} |",
+                    shape.name(),
+                    jobs,
+                    a.allocs,
+                    a.bytes,
+                    a.peak,
+                    a.leaked
+                );
+            }
+        }
+        println!();
+    }
+
     if "sleeping".contains(&filter) || filter.is_empty() {
         let (steps, edges, runs) = sleeping(5);
         println!(
@@ -600,18 +760,28 @@ fn main() {
              nominal critical path {} ms",
             ms(runs[0].nominal)
         );
-        println!("| run | wall ms | critical path ms (RunOutcome) | wall over critical path | wall over nominal |");
-        println!("|----:|--------:|------------------------------:|------------------------:|------------------:|");
+        println!(
+            "| run | wall ms | critical path ms (RunOutcome) | wall over critical path | timer floor ms | wall over floor | wall over nominal |"
+        );
+        println!(
+            "|----:|--------:|------------------------------:|------------------------:|---------------:|----------------:|------------------:|"
+        );
         for (i, r) in runs.iter().enumerate() {
             println!(
-                "| {:>3} | {:>7} | {:>29} | {:>22.2}% | {:>16.2}% |",
+                "| {:>3} | {:>7} | {:>29} | {:>22.2}% | {:>14} | {:>14.2}% | {:>16.2}% |",
                 i + 1,
                 ms(r.wall),
                 ms(r.critical),
                 pct(r.wall, r.critical),
+                ms(r.floor),
+                pct(r.wall, r.floor),
                 pct(r.wall, r.nominal)
             );
         }
+        println!(
+            "(timer floor: the {} steps of the nominal critical path slept one after the other in a single task)",
+            runs[0].floor_steps
+        );
         println!();
     }
 

@@ -252,11 +252,9 @@ impl<'p> Walker<'p> {
         };
         env.extend(defaults_env);
         env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let workspace = node
-            .needs
-            .iter()
-            .find_map(|&n| self.nodes[n].workspace.clone())
-            .map_or_else(|| self.options.base_dir.clone(), |w| (*w).clone());
+        // A node works in the workspace of its first need that has one (passed down from the Source).
+        let inherited = node.needs.iter().find_map(|&n| self.nodes[n].workspace.clone());
+        let workspace = inherited.as_deref().cloned().unwrap_or_else(|| self.options.base_dir.clone());
         let settings = self.settings(step_index).clone();
         let working_dir = match step.working_dir.as_deref().or(settings.working_dir.as_deref()) {
             Some(dir) => workspace.join(dir),
@@ -281,6 +279,7 @@ impl<'p> Walker<'p> {
             events: EventSink::new(&node.id, self.events.clone()),
         };
         let id = node.id.to_string();
+        self.nodes[i].workspace = inherited;
         self.nodes[i].started = Some(Instant::now());
         self.emit(EventKind::NodeStarted { node: id, attempt: 1 }).await;
         let run_stop = self.stop.subscribe();
@@ -323,7 +322,9 @@ impl<'p> Walker<'p> {
                 }
                 let node = &mut self.nodes[i];
                 node.outputs = Arc::new(success.outputs);
-                node.workspace = success.workspace.map(Arc::new);
+                if let Some(w) = success.workspace {
+                    node.workspace = Some(Arc::new(w));
+                }
                 self.set_done(i, status, None).await;
                 for d in self.nodes[i].dependents.clone() {
                     let dep = &mut self.nodes[d];

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sts::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use tokio::sync::Mutex;
 
 /// The CDK bootstrap qualifier when none is given.
@@ -122,12 +123,21 @@ impl Sessions {
                     .send()
                     .await
                     .map_err(|e| {
+                        let hint = if is_service_error(&e) {
+                            format!(
+                                "\n  hint: the account must trust the deployment account: bootstrap it with \
+                                 `cdk bootstrap aws://{a}/{r} --trust <deployment account>` (or `runner bootstrap \
+                                 aws://{a}/{r} --trust <deployment account>`)",
+                                a = target.account,
+                                r = target.region
+                            )
+                        } else {
+                            String::new()
+                        };
                         AccessError(format!(
-                            "cannot assume role {role} in account {}: {}\n  hint: the target account must trust the deployment account: bootstrap it with `cdk bootstrap --trust <deployment account>` (or `runner bootstrap aws://{}/{} --trust <deployment account>`)",
+                            "cannot assume role {role} in account {}: {}{hint}",
                             target.account,
-                            aws_reason(&e),
-                            target.account,
-                            target.region
+                            aws_reason(&e)
                         ))
                     })?;
                 let c = out
@@ -167,12 +177,12 @@ impl Sessions {
     }
 }
 
-/// AWS's own reason for an error, quoted: `Code: message`, or the whole error chain when the service said nothing
-/// (no credentials, endpoint unreachable, timeout).
-pub fn aws_reason<E, R>(e: &aws_sdk_sts::error::SdkError<E, R>) -> String
+/// AWS's own reason for an error, quoted: `Code: message`; for an answer without one (an emulator's HTTP 500
+/// page), the status and the body's text; for no answer at all (no credentials, endpoint unreachable, timeout),
+/// the whole error chain.
+pub fn aws_reason<E>(e: &aws_sdk_sts::error::SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     use aws_sdk_sts::error::SdkError;
     match e {
@@ -181,12 +191,73 @@ where
             match (err.code(), err.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_string(),
-                _ => format!("{}", DisplayErrorContext(e)),
+                _ => {
+                    let raw = s.raw();
+                    let body = raw.body().bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                    format!("HTTP {} with no AWS error in it: {}", raw.status().as_u16(), page_text(&body))
+                }
             }
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            format!("the AWS endpoint cannot be reached ({})", DisplayErrorContext(e))
+        SdkError::DispatchFailure(d) if d.is_user() || chain(e).contains("no credentials found") => {
+            "no AWS credentials found (tried environment variables, profiles incl. SSO, web identity, container \
+             credentials and instance metadata)"
+                .to_string()
         }
-        _ => format!("{}", DisplayErrorContext(e)),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            format!("the AWS endpoint cannot be reached: {}", chain(e))
+        }
+        _ => chain(e),
+    }
+}
+
+/// An error's messages and its sources', without repeats: `dispatch failure: io error: Connection refused`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+/// Whether an error is AWS refusing (a service error), as opposed to no answer at all.
+pub fn is_service_error<E>(e: &aws_sdk_sts::error::SdkError<E, HttpResponse>) -> bool {
+    matches!(e, aws_sdk_sts::error::SdkError::ServiceError(_))
+}
+
+/// The visible text of an HTML (or plain) body, on one line, at most 300 characters.
+fn page_text(body: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    if line.chars().count() > 300 {
+        format!("{}...", line.chars().take(300).collect::<String>())
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn html_error_pages_become_one_line_of_text() {
+        let page = "<!doctype html>\n<html><title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1><p>The server failed.</p>";
+        assert_eq!(super::page_text(page), "500 Internal Server Error Internal Server Error The server failed.");
     }
 }

@@ -11,6 +11,7 @@ use aws_sdk_cloudformation::types::{
     Capability, ChangeSetStatus, ChangeSetType, OnFailure, Parameter, Stack, StackStatus, Tag,
 };
 use aws_sdk_cloudformation::Client as Cfn;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use engine::event::{Status, Stream};
 use engine::model::{DeployMethod, DeployRole, DeploySpec, StackSpec, Stacks, Step, StepKind};
 use engine::step::{Expansion, NodeContext, NodeSuccess, Outputs, Part, StepError, StepRunner, StopSignal};
@@ -579,14 +580,13 @@ impl StackDeployment<'_> {
         }
     }
 
-    async fn call<T, E, R>(
+    async fn call<T, E>(
         &self,
-        fut: impl std::future::Future<Output = Result<T, aws_sdk_cloudformation::error::SdkError<E, R>>>,
+        fut: impl std::future::Future<Output = Result<T, aws_sdk_cloudformation::error::SdkError<E, HttpResponse>>>,
         action: &str,
     ) -> Result<T, StepError>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         fut.await
             .map_err(|e| StepError::failed(format!("{action} for stack {} failed: {}", self.name(), aws_reason(&e))))

@@ -1,0 +1,323 @@
+//! The Deploy step against a real AWS emulator (moto): the shipped data-lake pipelines, pointed at the emulator by
+//! `AWS_ENDPOINT_URL` and at a working copy of this repository's `pipelines/` by `--source-dir`.
+
+mod common;
+mod emulator;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{repo_root, Output, Test};
+use emulator::Moto;
+
+const PROD: &str = "333333333333";
+
+/// A working copy of the infrastructure repository: the shipped `pipelines/` tree (templates included).
+fn working_copy() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("runner-infra-").tempdir().unwrap();
+    copy_dir(&repo_root().join("pipelines"), &dir.path().join("pipelines"));
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `runner run pipelines/<env>.ron --source-dir <copy> --output json` against the emulator.
+fn run_pipeline(moto: &Moto, env: &str, copy: &Path) -> Output {
+    let pipeline = repo_root().join(format!("pipelines/{env}.ron"));
+    moto.env(Test::new())
+        .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.to_str().unwrap(), "--output", "json"])
+        .run()
+}
+
+/// Final status of each node, from the JSON events.
+fn statuses(out: &Output) -> BTreeMap<String, String> {
+    out.json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "node_finished")
+        .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn outputs_of(out: &Output, node: &str) -> serde_json::Value {
+    out.json_lines()
+        .into_iter()
+        .find(|e| e["event"] == "node_finished" && e["node"] == node)
+        .map(|e| e["outputs"].clone())
+        .unwrap_or_else(|| panic!("no node_finished for {node}:\n{}", out.dump()))
+}
+
+#[test]
+fn prod_pipeline_deploys_the_data_lake_into_the_prod_account() {
+    let moto = Moto::start();
+    let copy = working_copy();
+    let out = run_pipeline(&moto, "prod", copy.path());
+    out.assert_code(0);
+    let s = statuses(&out);
+    for node in [
+        "source",
+        "synth",
+        "deploy-prod/DataLakeVpc",
+        "deploy-prod/DataLakeS3",
+        "deploy-prod/DataLakeDynamoDb",
+        "smoke-test",
+    ] {
+        assert_eq!(s.get(node).map(String::as_str), Some("succeeded"), "{node}:\n{}", out.dump());
+    }
+
+    let state = moto.boto(
+        Some(PROD),
+        r#"
+cfn = client("cloudformation")
+stacks = {s["StackName"]: s for s in cfn.describe_stacks()["Stacks"]}
+result["stacks"] = sorted(stacks)
+result["statuses"] = sorted({s["StackStatus"] for s in stacks.values()})
+outputs = {s["StackName"]: {o["OutputKey"]: o["OutputValue"] for o in s.get("Outputs", [])} for s in stacks.values()}
+result["outputs"] = outputs
+result["exports"] = {e["Name"]: e["Value"] for e in cfn.list_exports()["Exports"]}
+ec2 = client("ec2")
+vpc_id = outputs["DataLakeVpc"]["VpcId"]
+result["vpc"] = [v["VpcId"] for v in ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"]]
+result["subnets"] = len(ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"])
+endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["VpcEndpoints"]
+result["endpoint_services"] = sorted(e["ServiceName"].split(".")[-1] for e in endpoints)
+s3 = client("s3")
+result["buckets"] = sorted(b["Name"] for b in s3.list_buckets()["Buckets"])
+rules = s3.get_bucket_encryption(Bucket=outputs["DataLakeS3"]["RawBucketName"])["ServerSideEncryptionConfiguration"]["Rules"]
+result["raw_encryption"] = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+result["key_state"] = client("kms").describe_key(KeyId=outputs["DataLakeS3"]["KmsKeyArn"])["KeyMetadata"]["KeyState"]
+ddb = client("dynamodb")
+result["tables"] = sorted(ddb.list_tables()["TableNames"])
+result["s3_template"] = cfn.get_template(StackName="DataLakeS3")["TemplateBody"]
+"#,
+    );
+    assert_eq!(state["stacks"], serde_json::json!(["DataLakeDynamoDb", "DataLakeS3", "DataLakeVpc"]));
+    assert_eq!(state["statuses"], serde_json::json!(["CREATE_COMPLETE"]));
+    assert_eq!(state["vpc"].as_array().unwrap().len(), 1);
+    assert_eq!(state["subnets"], 2);
+    assert_eq!(state["endpoint_services"], serde_json::json!(["dynamodb", "glue", "kms", "s3"]));
+    let buckets: Vec<&str> = state["buckets"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
+    for zone in ["raw", "conformed", "purpose-built", "access-logs"] {
+        assert!(buckets.iter().any(|b| b.starts_with(&format!("prod-datalake-{zone}-{PROD}"))), "{zone}: {buckets:?}");
+    }
+    assert_eq!(state["raw_encryption"], "aws:kms");
+    assert_eq!(state["key_state"], "Enabled");
+    assert_eq!(state["tables"], serde_json::json!(["prod-datalake-etl-job-audit", "prod-datalake-etl-job-config"]));
+    let template = state["s3_template"].to_string();
+    assert!(template.contains("LifecycleConfiguration") && template.contains("ExpirationInDays"), "{template}");
+
+    // The S3 stack's imported endpoint id is the VPC stack's export, and it reached the smoke test.
+    let export = state["exports"]["prod-datalake-s3-endpoint-id"].as_str().expect("the VPC stack exports its endpoint");
+    assert!(export.starts_with("vpce-"));
+    assert_eq!(state["outputs"]["DataLakeS3"]["S3EndpointId"], export);
+    assert_eq!(outputs_of(&out, "smoke-test")["VERIFIED_ENDPOINT"], export);
+    assert_eq!(outputs_of(&out, "deploy-prod/DataLakeVpc")["S3EndpointId"], export);
+
+    // Nothing landed in the deployment account.
+    let home = moto.boto(
+        None,
+        r#"result["stacks"] = [s["StackName"] for s in client("cloudformation").describe_stacks()["Stacks"]]"#,
+    );
+    assert_eq!(home["stacks"], serde_json::json!([]));
+}
+
+#[test]
+fn a_second_run_with_nothing_changed_reports_every_stack_unchanged() {
+    let moto = Moto::start();
+    let copy = working_copy();
+    run_pipeline(&moto, "prod", copy.path()).assert_code(0);
+    let before = moto.boto(Some(PROD), r#"result["changed"] = sorted(str(s.get("LastUpdatedTime")) for s in client("cloudformation").describe_stacks()["Stacks"])"#);
+
+    let out = run_pipeline(&moto, "prod", copy.path());
+    out.assert_code(0);
+    let s = statuses(&out);
+    for stack in ["DataLakeVpc", "DataLakeS3", "DataLakeDynamoDb"] {
+        assert_eq!(s[&format!("deploy-prod/{stack}")], "unchanged", "{}", out.dump());
+    }
+    let after = moto.boto(
+        Some(PROD),
+        r#"
+cfn = client("cloudformation")
+stacks = cfn.describe_stacks()["Stacks"]
+result["changed"] = sorted(str(s.get("LastUpdatedTime")) for s in stacks)
+result["statuses"] = sorted({s["StackStatus"] for s in stacks})
+result["change_sets"] = sum(len(cfn.list_change_sets(StackName=s["StackName"])["Summaries"]) for s in stacks)
+"#,
+    );
+    assert_eq!(before["changed"], after["changed"], "a change set was executed");
+    assert_eq!(after["statuses"], serde_json::json!(["CREATE_COMPLETE"]));
+    assert_eq!(after["change_sets"], 0, "empty change sets are deleted");
+    // Outputs still flow although nothing was deployed.
+    assert!(outputs_of(&out, "smoke-test")["VERIFIED_ENDPOINT"].as_str().unwrap().starts_with("vpce-"));
+}
+
+#[test]
+fn a_changed_template_updates_only_its_stack() {
+    let moto = Moto::start();
+    let copy = working_copy();
+    run_pipeline(&moto, "prod", copy.path()).assert_code(0);
+    let s3 = copy.path().join("pipelines/templates/s3.yaml");
+    let text = std::fs::read_to_string(&s3).unwrap();
+    assert!(text.contains("ExpirationInDays: 365"));
+    std::fs::write(&s3, text.replacen("ExpirationInDays: 365", "ExpirationInDays: 400", 1)).unwrap();
+
+    let out = run_pipeline(&moto, "prod", copy.path());
+    out.assert_code(0);
+    let s = statuses(&out);
+    assert_eq!(s["deploy-prod/DataLakeS3"], "succeeded", "{}", out.dump());
+    assert_eq!(s["deploy-prod/DataLakeVpc"], "unchanged");
+    assert_eq!(s["deploy-prod/DataLakeDynamoDb"], "unchanged");
+    let state = moto.boto(
+        Some(PROD),
+        r#"
+cfn = client("cloudformation")
+result["template"] = cfn.get_template(StackName="DataLakeS3")["TemplateBody"]
+result["status"] = cfn.describe_stacks(StackName="DataLakeS3")["Stacks"][0]["StackStatus"]
+"#,
+    );
+    assert!(state["template"].to_string().contains("ExpirationInDays: 400"));
+    assert_eq!(state["status"], "UPDATE_COMPLETE");
+}
+
+#[test]
+fn a_stack_the_emulator_rejects_fails_and_skips_only_what_depends_on_it() {
+    let moto = Moto::start();
+    let copy = working_copy();
+    let vpc = copy.path().join("pipelines/templates/vpc.yaml");
+    let text = std::fs::read_to_string(&vpc).unwrap();
+    assert!(text.contains("CidrBlock: !Ref VpcCidr"));
+    std::fs::write(&vpc, text.replacen("CidrBlock: !Ref VpcCidr", "CidrBlock: !Ref NoSuchParameter", 1)).unwrap();
+
+    let out = run_pipeline(&moto, "prod", copy.path());
+    out.assert_code(1);
+    let s = statuses(&out);
+    assert_eq!(s["deploy-prod/DataLakeVpc"], "failed");
+    assert_eq!(s["deploy-prod/DataLakeS3"], "skipped");
+    assert_eq!(s["smoke-test"], "skipped");
+    assert_eq!(s["deploy-prod/DataLakeDynamoDb"], "succeeded");
+    let error = out
+        .json_lines()
+        .into_iter()
+        .find(|e| e["event"] == "node_finished" && e["node"] == "deploy-prod/DataLakeVpc")
+        .map(|e| e["error"].as_str().unwrap_or_default().to_string())
+        .unwrap();
+    assert!(error.contains("CreateStack for stack DataLakeVpc failed"), "{error}");
+    assert!(error.contains("HTTP 500") && error.contains("Internal Server Error"), "the emulator's answer: {error}");
+    // The S3 stack was never attempted (the emulator cannot list the broken VPC stack, so look at the buckets).
+    let state =
+        moto.boto(Some(PROD), r#"result["buckets"] = [b["Name"] for b in client("s3").list_buckets()["Buckets"]]"#);
+    assert_eq!(state["buckets"], serde_json::json!([]), "nothing of the S3 stack exists");
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_within_seconds_and_deploys_nothing() {
+    let copy = working_copy();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pipeline = repo_root().join("pipelines/prod.ron");
+    let started = Instant::now();
+    let test = Test::new()
+        .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.path().to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &format!("http://localhost:{closed}"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_MAX_ATTEMPTS", "1");
+    let out = test.run();
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    out.assert_code(1);
+    out.assert_stderr_contains("cannot assume role arn:aws:iam::333333333333:role/cdk-hnb659fds-deploy-role-333333333333-us-east-1 in account 333333333333");
+    out.assert_stderr_contains("the AWS endpoint cannot be reached");
+    out.assert_stderr_contains("nothing ran");
+    assert!(!copy.path().join("build").exists(), "no step ran");
+}
+
+#[test]
+fn missing_credentials_are_named_and_nothing_is_deployed() {
+    let moto = Moto::start();
+    let copy = working_copy();
+    let pipeline = repo_root().join("pipelines/prod.ron");
+    let out = moto
+        .env_without_credentials(Test::new())
+        .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.path().to_str().unwrap()])
+        .run();
+    out.assert_code(1);
+    out.assert_stderr_contains("no AWS credentials found");
+    out.assert_stderr_contains("account 333333333333");
+    let state = moto.boto(
+        Some(PROD),
+        r#"result["stacks"] = [s["StackName"] for s in client("cloudformation").describe_stacks()["Stacks"]]"#,
+    );
+    assert_eq!(state["stacks"], serde_json::json!([]));
+}
+
+#[test]
+fn dev_test_and_prod_each_deploy_into_their_own_account() {
+    let moto = Moto::start();
+    let copy = working_copy();
+    for env in ["dev", "test", "prod"] {
+        run_pipeline(&moto, env, copy.path()).assert_code(0);
+    }
+    for (env, account) in [("dev", "111111111111"), ("test", "222222222222"), ("prod", PROD)] {
+        let state = moto.boto(
+            Some(account),
+            r#"
+cfn = client("cloudformation")
+result["stacks"] = sorted(s["StackName"] for s in cfn.describe_stacks()["Stacks"])
+result["exports"] = sorted(e["Name"] for e in cfn.list_exports()["Exports"])
+"#,
+        );
+        assert_eq!(state["stacks"], serde_json::json!(["DataLakeDynamoDb", "DataLakeS3", "DataLakeVpc"]), "{env}");
+        let exports: Vec<&str> = state["exports"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+        assert!(exports.contains(&format!("{env}-datalake-s3-endpoint-id").as_str()), "{env}: {exports:?}");
+        assert!(exports.iter().all(|e| e.starts_with(&format!("{env}-"))), "{env} sees only its exports: {exports:?}");
+    }
+}
+
+#[test]
+fn a_template_over_the_body_limit_goes_through_the_assets_bucket() {
+    let moto = Moto::start();
+    let big_description = "x".repeat(60_000);
+    let template = format!(
+        "AWSTemplateFormatVersion: '2010-09-09'\nMetadata:\n  Padding: {big_description}\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  QueueName:\n    Value: !GetAtt Queue.QueueName\n"
+    );
+    moto.boto(
+        Some("111111111111"),
+        r#"client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-111111111111-us-east-1")"#,
+    );
+    let test = moto
+        .env(Test::new())
+        .write("big.yaml", &template)
+        .pipeline(
+            r#"Pipeline(name: "big", steps: [
+    Step(id: "deploy", kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Listed([
+        (name: "Big", template: "big.yaml"),
+    ]))),
+])"#,
+        )
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    let out = test.run();
+    out.assert_code(0);
+    assert!(out.combined().contains("over the 51200-byte limit"), "{}", out.dump());
+    let state = moto.boto(
+        Some("111111111111"),
+        r#"
+objs = client("s3").list_objects_v2(Bucket="cdk-hnb659fds-assets-111111111111-us-east-1").get("Contents", [])
+result["keys"] = [o["Key"] for o in objs]
+result["status"] = client("cloudformation").describe_stacks(StackName="Big")["Stacks"][0]["StackStatus"]
+"#,
+    );
+    assert_eq!(state["status"], "CREATE_COMPLETE");
+    let keys = state["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].as_str().unwrap().starts_with("runner/templates/"));
+}
