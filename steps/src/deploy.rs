@@ -379,7 +379,7 @@ impl StackDeployment<'_> {
         resources: Option<u64>,
     ) -> Result<Status, StepError> {
         let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-        let change_set = format!("runner-{millis}");
+        let change_set = format!("runner-{millis}-{}", self.ctx.attempt);
         let mut req = self
             .cfn
             .create_change_set()
