@@ -87,7 +87,9 @@ impl Recorder {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                self.logs.insert(node.clone(), BufWriter::new(File::create(path)?));
+                if !self.logs.contains_key(node) {
+                    self.logs.insert(node.clone(), BufWriter::new(File::create(path)?));
+                }
                 if let Some(n) = self.state.nodes.get_mut(node) {
                     n.status = "running".into();
                     n.attempts = *attempt;

@@ -533,6 +533,7 @@ async fn attempts(
                 return Err(StepError::stopped(reason, "stopped while waiting to retry"));
             }
         }
+        let _ = ctx.events_sender().send(Event::now(EventKind::NodeStarted { node: ctx.node.clone(), attempt })).await;
     }
 }
 

@@ -46,6 +46,7 @@ impl Reporter for TtyReporter {
                 self.println(format!("run {run_id}: pipeline `{pipeline}`, {} nodes", nodes.len()));
             }
             EventKind::NodesAdded { nodes, .. } => self.overall.inc_length(nodes.len() as u64),
+            EventKind::NodeStarted { node, .. } if self.bars.contains_key(node) => {}
             EventKind::NodeStarted { node, .. } => {
                 let bar = self.multi.insert_before(&self.overall, ProgressBar::new_spinner());
                 bar.set_style(self.style.clone());

@@ -42,7 +42,11 @@ pub fn describe(spec: &ShellSpec) -> String {
             }
             line
         }
-        None => format!("sh -c: {}", spec.commands.join(" && ")),
+        None if spec.commands.len() == 1 => format!("sh -c `{}`", spec.commands[0]),
+        None => {
+            let each: Vec<String> = spec.commands.iter().map(|c| format!("`{c}`")).collect();
+            format!("{} commands, each through sh -c, in order: {}", spec.commands.len(), each.join(", "))
+        }
     }
 }
 

@@ -46,22 +46,22 @@ pub fn waves(plan: &Plan, jobs: usize) -> String {
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", plan.pipeline.loaded.pipeline.name);
-    for n in plan.waves().into_iter().flatten() {
+    let order: Vec<_> = plan.waves().into_iter().flatten().collect();
+    for (k, &n) in order.iter().enumerate() {
         let node = &plan.graph[n];
+        let last = k + 1 == order.len();
+        let (branch, stem) = if last { ("└──", "    ") } else { ("├──", "│   ") };
         let later = if node.expands_at_run_time { ", expands at run time" } else { "" };
-        let _ = writeln!(out, "├── {} [{}{later}]", node.id, node.kind);
+        let _ = writeln!(out, "{branch} {} [{}{later}]", node.id, node.kind);
         let mut dependents: Vec<_> = plan.graph.neighbors_directed(n, Direction::Outgoing).collect();
         dependents.sort();
         let needs = plan.needs_of(n);
         if !needs.is_empty() {
-            let _ = writeln!(out, "│   ├── needs: {}", needs.join(", "));
+            let _ = writeln!(out, "{stem}├── needs: {}", needs.join(", "));
         }
-        if dependents.is_empty() {
-            let _ = writeln!(out, "│   └── needed by: nothing");
-        } else {
-            let names: Vec<&str> = dependents.iter().map(|&d| plan.graph[d].id.as_str()).collect();
-            let _ = writeln!(out, "│   └── needed by: {}", names.join(", "));
-        }
+        let names: Vec<&str> = dependents.iter().map(|&d| plan.graph[d].id.as_str()).collect();
+        let needed_by = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
+        let _ = writeln!(out, "{stem}└── needed by: {needed_by}");
     }
     out
 }
