@@ -30,6 +30,9 @@ pub enum Command {
         /// Steps running at once (0 = unlimited); default: the pipeline's max_parallel, else 16.
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
+        /// Also show what each Deploy stack would change: creates change sets, prints them, deletes them.
+        #[arg(long)]
+        diff: bool,
     },
     /// Print the DAG.
     Graph {

@@ -73,9 +73,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { file, sources, jobs } => {
-            let plan = load(&file, &sources)?.0;
+        Command::Plan { file, sources, jobs, diff } => {
+            let (plan, catalog) = load(&file, &sources)?;
             print!("{}", engine::graph::waves(&plan, jobs_for(&plan, jobs)));
+            if diff {
+                return Ok(print_diffs(&plan, &catalog, &cli.state_dir));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { file, format, sources } => {
@@ -126,6 +129,90 @@ fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), S
     let plan = Plan::build(valid.clone(), catalog.as_ref(), &PlanContext { base_dir })
         .map_err(|diags| validate::render_all(&valid.loaded, &diags))?;
     Ok((plan, catalog))
+}
+
+/// `plan --diff`: each Deploy stack's change set, previewed and deleted. Exit 1 when a preview failed.
+fn print_diffs(plan: &Plan, catalog: &StepCatalog, state_dir: &Path) -> ExitCode {
+    let steps = &plan.pipeline.loaded.pipeline.steps;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let mut failed = false;
+    println!("\ndiff (change sets created, read and deleted; nothing executed)");
+    for n in plan.graph.node_indices() {
+        let node = &plan.graph[n];
+        let step = &steps[node.step];
+        let (StepKind::Deploy(spec), Some(part)) = (&step.kind, node.part.as_deref()) else { continue };
+        let result = (|| {
+            let spec = steps::deploy::resolve_with_env(spec, &env)?;
+            let stack = match &spec.stacks {
+                engine::model::Stacks::Listed(list) => list.iter().find(|s| s.name == part).cloned(),
+            }
+            .ok_or_else(|| format!("no stack `{part}`"))?;
+            let workspace = workspace_of(plan, catalog, node.step, state_dir);
+            let target = steps::deploy::target(
+                &spec,
+                &plan.pipeline.loaded.pipeline.name,
+                &step.id,
+                catalog.aws_endpoint.as_deref(),
+            );
+            runtime.block_on(async {
+                let session = catalog.aws.get(&target).await.map_err(|e| e.to_string())?;
+                steps::deploy::diff(&spec, &stack, &workspace, &session, &node.id).await
+            })
+        })();
+        match result {
+            Ok(d) if !d.exists => {
+                println!("\n{} ({}): new stack, {} resources to add", d.node, d.target, d.changes.len());
+                d.changes.iter().for_each(|c| println!("  {c}"));
+            }
+            Ok(d) if d.changes.is_empty() => println!("\n{} ({}): no changes", d.node, d.target),
+            Ok(d) => {
+                println!("\n{} ({}): {} changes", d.node, d.target, d.changes.len());
+                d.changes.iter().for_each(|c| println!("  {c}"));
+            }
+            Err(e) => {
+                failed = true;
+                println!("\n{}: cannot preview: {e}", node.id);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Where a step's templates are before a run: the `--source-dir` (or the last clone) of the Source upstream of
+/// it, else the current directory.
+fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Path) -> PathBuf {
+    let steps = &plan.pipeline.loaded.pipeline.steps;
+    let mut queue = std::collections::VecDeque::from([step]);
+    let mut seen = std::collections::HashSet::new();
+    while let Some(i) = queue.pop_front() {
+        if !seen.insert(i) {
+            continue;
+        }
+        let s = &steps[i];
+        if matches!(s.kind, StepKind::Source(_)) {
+            if let Some(dir) = catalog.source_dirs.get(&s.id) {
+                return dir.clone();
+            }
+            return state_dir.join("workspaces").join(&plan.pipeline.loaded.pipeline.name).join(&s.id);
+        }
+        for need in &s.needs {
+            if let Some(j) = steps.iter().position(|x| &x.id == need) {
+                queue.push_back(j);
+            }
+        }
+    }
+    PathBuf::from(".")
 }
 
 /// `--source-dir [ID=]PATH` against the pipeline's Source steps.

@@ -321,3 +321,53 @@ result["status"] = client("cloudformation").describe_stacks(StackName="Big")["St
     assert_eq!(keys.len(), 1);
     assert!(keys[0].as_str().unwrap().starts_with("runner/templates/"));
 }
+
+#[test]
+fn plan_diff_previews_change_sets_and_leaves_nothing_behind() {
+    let moto = Moto::start();
+    let copy = working_copy();
+    let pipeline = repo_root().join("pipelines/prod.ron");
+    let plan_diff = || {
+        moto.env(Test::new())
+            .args(&["plan", pipeline.to_str().unwrap(), "--source-dir", copy.path().to_str().unwrap(), "--diff"])
+            .run()
+    };
+    // Before any deploy: the templates the synth step would build, previewed as new stacks.
+    let build = copy.path().join("build");
+    std::fs::create_dir_all(&build).unwrap();
+    for t in ["vpc", "s3", "dynamodb"] {
+        std::fs::copy(copy.path().join(format!("pipelines/templates/{t}.yaml")), build.join(format!("{t}.yaml")))
+            .unwrap();
+    }
+    let out = plan_diff();
+    out.assert_code(0);
+    out.assert_stdout_contains(
+        "deploy-prod/DataLakeDynamoDb (aws://333333333333/us-east-1): new stack, 2 resources to add",
+    );
+    out.assert_stdout_contains("+ Add    EtlJobAuditTable (AWS::DynamoDB::Table)");
+    let state = moto.boto(
+        Some(PROD),
+        r#"result["stacks"] = [s["StackName"] for s in client("cloudformation").describe_stacks()["Stacks"]]"#,
+    );
+    assert_eq!(state["stacks"], serde_json::json!([]), "previews of new stacks leave no stack behind");
+
+    run_pipeline(&moto, "prod", copy.path()).assert_code(0);
+    let s3 = build.join("s3.yaml");
+    let text = std::fs::read_to_string(&s3).unwrap();
+    std::fs::write(&s3, text.replacen("ExpirationInDays: 365", "ExpirationInDays: 500", 1)).unwrap();
+    let out = plan_diff();
+    out.assert_code(0);
+    out.assert_stdout_contains("deploy-prod/DataLakeVpc (aws://333333333333/us-east-1): no changes");
+    out.assert_stdout_contains("deploy-prod/DataLakeS3 (aws://333333333333/us-east-1): 1 changes");
+    out.assert_stdout_contains("~ Modify");
+    let state = moto.boto(
+        Some(PROD),
+        r#"
+cfn = client("cloudformation")
+result["template"] = cfn.get_template(StackName="DataLakeS3")["TemplateBody"]
+result["change_sets"] = sum(len(cfn.list_change_sets(StackName=n)["Summaries"]) for n in ["DataLakeVpc", "DataLakeS3", "DataLakeDynamoDb"])
+"#,
+    );
+    assert!(state["template"].to_string().contains("ExpirationInDays: 365"), "nothing executed");
+    assert_eq!(state["change_sets"], 0);
+}

@@ -170,15 +170,6 @@ pub async fn preflight(
     env: &HashMap<String, String>,
     sessions: &Arc<Sessions>,
 ) -> Vec<String> {
-    struct EnvOnly<'a>(&'a HashMap<String, String>);
-    impl subst::Lookup for EnvOnly<'_> {
-        fn env(&self, name: &str) -> Option<String> {
-            self.0.get(name).cloned()
-        }
-        fn output(&self, _: &str, _: &str) -> Option<String> {
-            None
-        }
-    }
     let mut targets = Vec::new();
     for step in steps {
         let StepKind::Deploy(spec) = &step.kind else { continue };
@@ -214,6 +205,151 @@ pub async fn preflight(
     }
     errors.sort();
     errors
+}
+
+/// Substitution before the run: the environment only; step outputs are not known yet.
+struct EnvOnly<'a>(&'a HashMap<String, String>);
+
+impl subst::Lookup for EnvOnly<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn output(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The spec with every `${env:...}` substituted; `Err` lists what needs step outputs (known only when it runs).
+pub fn resolve_with_env(spec: &DeploySpec, env: &HashMap<String, String>) -> Result<DeploySpec, String> {
+    let mut value = serde_json::to_value(spec).map_err(|e| e.to_string())?;
+    let mut missing = Vec::new();
+    subst::for_each_string(&mut value, &mut |s| {
+        if s.contains("${") {
+            *s = subst::render(s, &EnvOnly(env), &mut missing);
+        }
+    });
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        return Err(list.join("; "));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// One line per change a change set would make: `+ Add  Bucket (AWS::S3::Bucket)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackDiff {
+    pub node: String,
+    pub target: String,
+    /// `None`: the stack does not exist yet.
+    pub exists: bool,
+    pub changes: Vec<String>,
+}
+
+/// `plan --diff` for one stack: create a change set (CREATE for a new stack, UPDATE otherwise), read its
+/// changes, and delete it (and the REVIEW_IN_PROGRESS stack a CREATE change set leaves) without executing.
+pub async fn diff(
+    spec: &DeploySpec,
+    stack: &StackSpec,
+    workspace: &std::path::Path,
+    session: &Session,
+    node: &str,
+) -> Result<StackDiff, String> {
+    let path = workspace.join(&stack.template);
+    let body = std::fs::read_to_string(&path).map_err(|e| {
+        format!("cannot read template {} ({e}); if an upstream step builds it, run that step first", path.display())
+    })?;
+    let cfn = session.cloudformation();
+    let exists = match cfn.describe_stacks().stack_name(&stack.name).send().await {
+        Ok(out) => out.stacks().first().is_some_and(|s| {
+            !matches!(s.stack_status(), Some(StackStatus::ReviewInProgress | StackStatus::DeleteComplete))
+        }),
+        Err(e) if e.message().unwrap_or_default().contains("does not exist") => false,
+        Err(e) => return Err(format!("DescribeStacks of {} failed: {}", stack.name, aws_reason(&e))),
+    };
+    let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let name = format!("runner-diff-{millis}");
+    let kind = if exists { ChangeSetType::Update } else { ChangeSetType::Create };
+    let params: Vec<Parameter> = stack
+        .parameters
+        .iter()
+        .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
+        .collect();
+    let caps: Vec<Capability> = stack.capabilities.iter().map(|c| Capability::from(c.as_str())).collect();
+    let mut req = cfn
+        .create_change_set()
+        .stack_name(&stack.name)
+        .change_set_name(&name)
+        .change_set_type(kind)
+        .set_parameters(Some(params))
+        .set_capabilities(Some(caps))
+        .set_role_arn(spec.execution_role.clone());
+    req = if body.len() <= TEMPLATE_BODY_LIMIT {
+        req.template_body(body)
+    } else {
+        return Err(format!(
+            "template {} is over the {TEMPLATE_BODY_LIMIT}-byte body limit: --diff previews only smaller templates",
+            path.display()
+        ));
+    };
+    let target = format!("aws://{}/{}", spec.account, spec.region);
+    let mut changes = Vec::new();
+    let created = req.send().await;
+    let result = match created {
+        Err(e) if no_changes(e.message().unwrap_or_default()) => Ok(()),
+        Err(e) => Err(format!("CreateChangeSet for {} failed: {}", stack.name, aws_reason(&e))),
+        Ok(_) => {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let cs = cfn.describe_change_set().stack_name(&stack.name).change_set_name(&name).send().await;
+                match cs {
+                    Err(e) => break Err(format!("DescribeChangeSet failed: {}", aws_reason(&e))),
+                    Ok(cs) => match cs.status() {
+                        Some(ChangeSetStatus::CreateComplete) => {
+                            for c in cs.changes() {
+                                if let Some(r) = c.resource_change() {
+                                    let action = r.action().map(|a| a.as_str()).unwrap_or("?");
+                                    let mark = match action {
+                                        "Add" => "+",
+                                        "Remove" => "-",
+                                        _ => "~",
+                                    };
+                                    let replacement = match r.replacement().map(|x| x.as_str()) {
+                                        Some("True") => ", replacement: yes",
+                                        Some("Conditional") => ", replacement: maybe",
+                                        _ => "",
+                                    };
+                                    changes.push(format!(
+                                        "{mark} {action:<6} {} ({}{replacement})",
+                                        r.logical_resource_id().unwrap_or("?"),
+                                        r.resource_type().unwrap_or("?")
+                                    ));
+                                }
+                            }
+                            break Ok(());
+                        }
+                        Some(ChangeSetStatus::Failed) => {
+                            let reason = cs.status_reason().unwrap_or_default();
+                            break if no_changes(reason) {
+                                Ok(())
+                            } else {
+                                Err(format!("change set failed: {reason}"))
+                            };
+                        }
+                        _ => {
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    },
+                }
+            }
+        }
+    };
+    // Leave nothing behind: the change set, and the empty stack a CREATE change set made.
+    let _ = cfn.delete_change_set().stack_name(&stack.name).change_set_name(&name).send().await;
+    if !exists {
+        let _ = cfn.delete_stack().stack_name(&stack.name).send().await;
+    }
+    result.map(|()| StackDiff { node: node.to_string(), target, exists, changes })
 }
 
 /// A Deploy step's node, ready to run one stack.
