@@ -152,6 +152,9 @@ fn print_diffs(plan: &Plan, catalog: &StepCatalog, state_dir: &Path) -> ExitCode
             let spec = steps::deploy::resolve_with_env(spec, &env)?;
             let stack = match &spec.stacks {
                 engine::model::Stacks::Listed(list) => list.iter().find(|s| s.name == part).cloned(),
+                engine::model::Stacks::Assembly { .. } => {
+                    return Err("previews of cloud assembly stacks are not supported yet".to_string())
+                }
             }
             .ok_or_else(|| format!("no stack `{part}`"))?;
             let workspace = workspace_of(plan, catalog, node.step, state_dir);

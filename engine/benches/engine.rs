@@ -30,7 +30,7 @@ const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const LAYER_WIDTH: usize = 100;
 /// The channel capacity the CLI uses.
 const CHANNEL: usize = 1024;
-const SEED: u64 = 0x5eed_0f_d4a9;
+const SEED: u64 = 0x5eed_0fd4_a9e1;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Steps

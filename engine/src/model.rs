@@ -63,6 +63,7 @@ pub enum StepKind {
     Source(SourceSpec),
     Shell(ShellSpec),
     Deploy(DeploySpec),
+    Publish(PublishSpec),
 }
 
 impl StepKind {
@@ -72,6 +73,7 @@ impl StepKind {
             StepKind::Source(_) => "Source",
             StepKind::Shell(_) => "Shell",
             StepKind::Deploy(_) => "Deploy",
+            StepKind::Publish(_) => "Publish",
         }
     }
 }
@@ -160,6 +162,14 @@ pub enum DeployMethod {
 pub enum Stacks {
     /// Stacks listed in the pipeline, with templates in the workspace.
     Listed(Vec<StackSpec>),
+    /// Every stack of one stage of a CDK cloud assembly (`cdk synth` output), with the roles its manifest names
+    /// and the templates its Publish put in the assets bucket.
+    Assembly {
+        /// The assembly directory, relative to the workspace (e.g. `cdk.out`).
+        dir: String,
+        /// The Stage's name (its `displayName`, e.g. `Dev`).
+        stage: String,
+    },
 }
 
 /// One CloudFormation stack.
@@ -182,4 +192,61 @@ pub struct StackSpec {
     /// Other stacks of this stage deployed before this one.
     #[serde(default)]
     pub depends_on: Vec<String>,
+}
+
+/// Upload file assets to S3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub assets: PublishAssets,
+    /// Assets uploaded at once by this node; default 8.
+    #[serde(default)]
+    pub max_parallel: Option<usize>,
+}
+
+/// What a Publish uploads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum PublishAssets {
+    /// Files and directories of the workspace, to one bucket; each object's key is the sha256 of its bytes.
+    Files { destination: Destination, files: Vec<FileAsset> },
+    /// The file (and docker image) assets of one stage of a CDK cloud assembly, to the destinations its asset
+    /// manifests name (keys verbatim).
+    Assembly {
+        /// The assembly directory, relative to the workspace (e.g. `cdk.out`).
+        dir: String,
+        /// The Stage's name (its `displayName`, e.g. `Dev`).
+        stage: String,
+    },
+}
+
+/// One file asset declared in a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAsset {
+    /// Names the asset in messages and outputs (`<ID>_KEY`, `<ID>_URL`).
+    pub id: String,
+    /// A file (uploaded as is) or a directory (zipped deterministically), relative to the workspace.
+    pub path: String,
+}
+
+/// Where a Publish puts assets declared in the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub account: String,
+    pub region: String,
+    /// Default: the CDK bootstrap assets bucket `cdk-{qualifier}-assets-{account}-{region}`.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Default `Bootstrap`: the CDK file-publishing role `cdk-{qualifier}-file-publishing-role-{account}-{region}`.
+    #[serde(default)]
+    pub role: DeployRole,
+    #[serde(default)]
+    pub qualifier: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Prepended to every object key (e.g. `assets/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
 }

@@ -1,8 +1,11 @@
 //! The step kinds of `runner`, one module each, and the catalog that hands them to the engine.
 
+pub mod assembly;
 pub mod aws;
 pub mod deploy;
+pub mod docker;
 pub mod process;
+pub mod publish;
 pub mod shell;
 pub mod source;
 
@@ -30,6 +33,7 @@ impl Catalog for StepCatalog {
             StepKind::Source(spec) => source::check(spec),
             StepKind::Shell(spec) => shell::check(spec),
             StepKind::Deploy(spec) => deploy::check(spec),
+            StepKind::Publish(spec) => publish::check(spec),
         }
     }
 
@@ -38,14 +42,16 @@ impl Catalog for StepCatalog {
             StepKind::Source(spec) => source::describe(spec, self.source_dirs.get(&step.id).map(PathBuf::as_path)),
             StepKind::Shell(spec) => shell::describe(spec),
             StepKind::Deploy(spec) => deploy::describe(spec, part),
+            StepKind::Publish(spec) => publish::describe(spec, part),
         }
     }
 
-    fn expand(&self, step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
-        Ok(match &step.kind {
-            StepKind::Deploy(spec) => deploy::expand(spec),
-            StepKind::Source(_) | StepKind::Shell(_) => Expansion::Single,
-        })
+    fn expand(&self, step: &Step, ctx: &PlanContext) -> Result<Expansion, String> {
+        match &step.kind {
+            StepKind::Deploy(spec) => deploy::expand(spec, &ctx.base_dir),
+            StepKind::Publish(spec) => publish::expand(spec, &ctx.base_dir),
+            StepKind::Source(_) | StepKind::Shell(_) => Ok(Expansion::Single),
+        }
     }
 
     fn resolves_fields(&self, step: &Step) -> bool {
@@ -59,6 +65,11 @@ impl Catalog for StepCatalog {
             }
             StepKind::Shell(spec) => Box::new(shell::ShellStep { spec: spec.clone() }),
             StepKind::Deploy(spec) => Box::new(deploy::DeployStep {
+                spec: spec.clone(),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
+            }),
+            StepKind::Publish(spec) => Box::new(publish::PublishStep {
                 spec: spec.clone(),
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
