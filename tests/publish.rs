@@ -119,7 +119,7 @@ result["uploads"] = len(s3.list_multipart_uploads(Bucket="{BUCKET}").get("Upload
         serde_json::json!([["index.html", [1980, 1, 1, 0, 0, 0], 0o644], ["js/app.js", [1980, 1, 1, 0, 0, 0], 0o644]])
     );
     // Progress in bytes, ending with every byte and every asset done.
-    let last = out.json_lines().into_iter().filter(|e| e["event"] == "progress" && e["unit"] == "bytes").last().unwrap();
+    let last = out.json_lines().into_iter().rfind(|e| e["event"] == "progress" && e["unit"] == "bytes").unwrap();
     assert_eq!(last["done"], last["total"]);
     assert_eq!(last["message"], "3/3 assets");
 }

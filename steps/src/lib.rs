@@ -2,6 +2,7 @@
 
 pub mod assembly;
 pub mod aws;
+pub mod bootstrap;
 pub mod deploy;
 pub mod docker;
 pub mod process;
