@@ -216,3 +216,58 @@ fn publish_fields_are_validated_before_anything_runs() {
     out.assert_stderr_contains("asset id `a b` must be non-empty");
     out.assert_stderr_contains("empty `path`");
 }
+
+/// A one-stage assembly whose stack has a docker image asset.
+fn assembly_with_an_image(test: Test) -> Test {
+    test.write(
+        "cdk.out/manifest.json",
+        r#"{"version": "55.0.0", "artifacts": {"assembly-Dev": {"type": "cdk:cloud-assembly",
+            "properties": {"directoryName": "assembly-Dev", "displayName": "Dev"}}}}"#,
+    )
+    .write(
+        "cdk.out/assembly-Dev/manifest.json",
+        r#"{"version": "55.0.0", "artifacts": {
+            "DevApi.assets": {"type": "cdk:asset-manifest", "properties": {"file": "DevApi.assets.json"}},
+            "DevApi": {"type": "aws:cloudformation:stack", "environment": "aws://111111111111/us-east-1",
+                "properties": {"templateFile": "DevApi.template.json", "stackName": "Dev-Api"},
+                "dependencies": ["DevApi.assets"]}}}"#,
+    )
+    .write(
+        "cdk.out/assembly-Dev/DevApi.assets.json",
+        r#"{"version": "55.0.0", "files": {}, "dockerImages": {"f00d": {"displayName": "Api/Image",
+            "source": {"directory": "../asset.f00d"},
+            "destinations": {"d": {"repositoryName": "cdk-hnb659fds-container-assets-111111111111-us-east-1",
+                "imageTag": "f00d", "region": "us-east-1",
+                "assumeRoleArn": "arn:${AWS::Partition}:iam::111111111111:role/cdk-hnb659fds-image-publishing-role-111111111111-us-east-1"}}}}}"#,
+    )
+    .write("cdk.out/assembly-Dev/DevApi.template.json", r#"{"Resources": {}}"#)
+    .write("cdk.out/asset.f00d/Dockerfile", "FROM scratch\n")
+}
+
+#[test]
+fn a_docker_image_asset_without_docker_fails_naming_the_asset() {
+    let empty = tempfile::tempdir().unwrap();
+    let test = assembly_with_an_image(Test::new())
+        .pipeline(
+            r#"Pipeline(name: "images", steps: [
+    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+])"#,
+        )
+        .env("PATH", empty.path().to_str().unwrap())
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    let plan = Test::new().args(&["plan", "pipeline.ron"]);
+    let plan = assembly_with_an_image(plan).pipeline(
+        r#"Pipeline(name: "images", steps: [
+    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+])"#,
+    );
+    plan.run().assert_code(0).assert_stdout_contains("publish/Api-Image");
+    let out = test.run();
+    out.assert_code(1);
+    let error = finished(&out, "publish/Api-Image")["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("cannot publish docker image asset `Api/Image`")
+            && error.contains("docker CLI is not installed"),
+        "{error}"
+    );
+}
