@@ -219,21 +219,44 @@ impl PublishStep {
             destination.external_id.clone(),
         );
         let prefix = destination.prefix.clone().unwrap_or_default();
-        // Prepare every asset first (read, zip, hash): a missing path fails before anything is uploaded.
-        let mut jobs = Vec::new();
-        for f in files {
+        // Prepare every asset first (read, zip, hash; in parallel): a missing path fails before anything is
+        // uploaded.
+        let mut prepared = tokio::task::JoinSet::new();
+        let limit = Arc::new(Semaphore::new(parallel));
+        for (i, f) in files.iter().enumerate() {
             let path = ctx.workspace.join(&f.path);
-            let (body, ext) = prepare(&path, Packaging::Zip, true)
-                .await
-                .map_err(|e| StepError::invalid(format!("cannot publish asset `{}`: {e}", f.id)))?;
-            let hash = body.sha256().await.map_err(|e| StepError::failed(format!("asset `{}`: {e}", f.id)))?;
-            let key = format!("{prefix}{hash}{ext}");
+            let (id, limit) = (f.id.clone(), Arc::clone(&limit));
+            prepared.spawn(async move {
+                let _permit = limit.acquire().await;
+                let (body, ext) = prepare(&path, Packaging::Zip, true)
+                    .await
+                    .map_err(|e| StepError::invalid(format!("cannot publish asset `{id}`: {e}")))?;
+                let hash = body.sha256().await.map_err(|e| StepError::failed(format!("asset `{id}`: {e}")))?;
+                Ok::<_, StepError>((i, body, format!("{hash}{ext}")))
+            });
+        }
+        let mut ready = BTreeMap::new();
+        let mut errors = Vec::new();
+        while let Some(joined) = prepared.join_next().await {
+            match joined {
+                Ok(Ok((i, body, name))) => {
+                    ready.insert(i, (body, name));
+                }
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(StepError::failed(format!("preparing an asset failed: {e}"))),
+            }
+        }
+        if let Some(first) = errors.into_iter().min_by(|a, b| a.message.cmp(&b.message)) {
+            return Err(first);
+        }
+        let mut jobs = Vec::new();
+        for (f, (body, name)) in files.iter().zip(ready.into_values()) {
             jobs.push(Job {
                 asset: f.id.clone(),
                 body,
                 destination: AssetDestination {
                     bucket: bucket.clone(),
-                    key,
+                    key: format!("{prefix}{name}"),
                     region: destination.region.clone(),
                     account: destination.account.clone(),
                     role: target.role.clone(),
