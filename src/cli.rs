@@ -44,6 +44,20 @@ pub enum Command {
     },
     /// Run the pipeline.
     Run(RunArgs),
+    /// List the past runs of a pipeline: id, start, duration, outcome.
+    History { file: PathBuf },
+    /// Show one run's steps with status, duration and log (default: the latest run).
+    Status { file: PathBuf, run: Option<String> },
+    /// Answer an Approval step of a waiting run (default: the latest run).
+    Approve {
+        file: PathBuf,
+        step: String,
+        #[arg(long)]
+        run: Option<String>,
+        /// Reject instead of approving: the step fails.
+        #[arg(long)]
+        reject: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +76,21 @@ pub struct RunArgs {
     /// Show the plan instead of running (same as `runner plan`).
     #[arg(long)]
     pub dry_run: bool,
+    /// Continue the last unfinished or failed run: completed steps are reused, the rest run.
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: accept a pipeline file whose completed steps changed (they run again).
+    #[arg(long, requires = "resume")]
+    pub allow_changed: bool,
+    /// Run every step even when nothing changed (no up-to-date skips, change sets even for matching stacks).
+    #[arg(long)]
+    pub force: bool,
+    /// Force one step or node (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub force_step: Vec<String>,
+    /// Approve this Approval step up front (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub approve: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

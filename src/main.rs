@@ -3,6 +3,7 @@
 
 mod cli;
 mod report;
+mod runs;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -99,6 +100,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             }
             run(args, &cli.state_dir)
         }
+        Command::History { file } => {
+            let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
+            print!("{}", runs::history(&cli.state_dir, &plan.pipeline.loaded.pipeline.name));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { file, run } => {
+            let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
+            print!("{}", runs::status(&cli.state_dir, &plan.pipeline.loaded.pipeline.name, run.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve { file, step, run, reject } => {
+            let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
+            print!("{}", runs::approve(&plan, &cli.state_dir, &step, run.as_deref(), reject)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -111,7 +127,7 @@ fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), S
     let loaded = engine::load::load(file).map_err(|e| e.render())?;
     let source_dirs = source_dirs(&loaded, sources)?;
     let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
-    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, aws: Default::default() });
+    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, ..Default::default() });
     let env = |name: &str| std::env::var(name).ok();
     let valid = validate::validate(loaded, catalog.as_ref(), &env).map_err(|invalid| {
         let n = invalid.error_count();
@@ -255,20 +271,60 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
     check_env(&plan, &catalog, &env)?;
     let jobs = jobs_for(&plan, args.jobs);
     let name = &plan.pipeline.loaded.pipeline.name;
-    let run_id = run_id(name);
     let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
     let state_dir = if state_dir.is_absolute() { state_dir.to_path_buf() } else { base_dir.join(state_dir) };
-    let run_dir = walk::run_dir(&state_dir, &run_id);
-    let mut recorder =
-        Recorder::new(&run_dir).map_err(|e| format!("error: cannot create {}: {e}\n", run_dir.display()))?;
+    for id in args.force_step.iter().chain(&args.approve) {
+        let known = plan.graph.node_weights().any(|n| &n.id == id)
+            || plan.pipeline.loaded.pipeline.steps.iter().any(|s| &s.id == id);
+        if !known {
+            let ids = plan.pipeline.loaded.pipeline.steps.iter().map(|s| s.id.as_str());
+            let hint = closest(id, ids).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(format!("error: `{id}` is not a step of `{name}`{hint}\n"));
+        }
+    }
+    let (run_id, run_dir, mut recorder, resumed) = if args.resume {
+        let resume = runs::resume(&plan, &state_dir, args.allow_changed)?;
+        eprintln!("resuming run {}: {} node(s) done there are reused", resume.run_id, resume.reused.len());
+        let recorder = Recorder::resume(&resume.run_dir, resume.state);
+        (resume.run_id, resume.run_dir, recorder, resume.reused)
+    } else {
+        let run_id = run_id(name);
+        let run_dir = walk::run_dir(&state_dir, &run_id);
+        let hashes = runs::step_hashes(&plan.pipeline.loaded.pipeline);
+        let recorder = Recorder::new(&run_dir, args.file.display().to_string(), hashes)
+            .map_err(|e| format!("error: cannot create {}: {e}\n", run_dir.display()))?;
+        (run_id, run_dir, recorder, HashMap::new())
+    };
+    let fingerprints =
+        engine::incremental::FingerprintStore::load(&state_dir, name).map_err(|e| format!("error: {e}\n"))?;
+    let interactive =
+        std::io::stderr().is_terminal() && std::io::stdin().is_terminal() && std::env::var_os("CI").is_none();
+    let approvals = engine::approval::ApprovalDesk::default();
+    let mut catalog = (*catalog).clone();
+    catalog.approvals = steps::approval::ApprovalSettings {
+        mode: if interactive && args.output == OutputFormat::Auto {
+            steps::approval::ApprovalMode::Prompt
+        } else if std::env::var_os("CI").is_some() {
+            steps::approval::ApprovalMode::Fail
+        } else {
+            steps::approval::ApprovalMode::Wait
+        },
+        pre_approved: args.approve.iter().cloned().collect(),
+        pipeline_file: args.file.display().to_string(),
+    };
+    let catalog = Arc::new(catalog);
     let options = WalkOptions {
         run_id,
         jobs,
         fail_fast: args.fail_fast,
         base_dir,
         run_dir: run_dir.clone(),
-        state_dir,
         env: Arc::new(env),
+        force: walk::Force { all: args.force, ids: args.force_step.iter().cloned().collect() },
+        resumed,
+        fingerprints: Some(fingerprints),
+        approvals: approvals.clone(),
+        state_dir,
     };
     if let Ok(exe) = std::env::current_exe() {
         steps::process::enable_guardian(exe);
@@ -277,7 +333,7 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
         OutputFormat::Json => Box::new(JsonReporter::new(std::io::stdout().lock())),
         OutputFormat::Plain => Box::new(PlainReporter::new(std::io::stdout().lock())),
         OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
-            Box::new(TtyReporter::new())
+            Box::new(TtyReporter::new(approvals))
         }
         OutputFormat::Auto => Box::new(PlainReporter::new(std::io::stdout().lock())),
     };

@@ -55,6 +55,13 @@ pub struct Step {
     pub retries: Option<u32>,
     #[serde(default)]
     pub retry_backoff: Option<String>,
+    /// Skip the step when nothing it depends on changed since its last success (Shell steps opt in; they may
+    /// have side effects). Deploy and Publish always check with the cloud instead.
+    #[serde(default)]
+    pub incremental: bool,
+    /// Files, directories or globs (relative to the workspace) whose content is part of the step's fingerprint.
+    #[serde(default)]
+    pub inputs: Vec<String>,
 }
 
 /// What a step does. One variant per step kind; each kind is one module in the `steps` crate.
@@ -63,6 +70,7 @@ pub enum StepKind {
     Source(SourceSpec),
     Shell(ShellSpec),
     Deploy(DeploySpec),
+    Approval(ApprovalSpec),
 }
 
 impl StepKind {
@@ -72,6 +80,7 @@ impl StepKind {
             StepKind::Source(_) => "Source",
             StepKind::Shell(_) => "Shell",
             StepKind::Deploy(_) => "Deploy",
+            StepKind::Approval(_) => "Approval",
         }
     }
 }
@@ -182,4 +191,13 @@ pub struct StackSpec {
     /// Other stacks of this stage deployed before this one.
     #[serde(default)]
     pub depends_on: Vec<String>,
+}
+
+/// Wait for a person before going on (e.g. before the prod stage).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// What the person is asked.
+    #[serde(default)]
+    pub message: Option<String>,
 }

@@ -413,9 +413,19 @@ impl StackDeployment<'_> {
             StepError::invalid(format!("cannot read template {} of stack {}: {e}", path.display(), self.name()))
         })?;
         let resources = count_resources(&body);
+        let body_for_compare = body.clone();
         let template = self.template_source(body).await?;
         let status = self.prepare().await?;
+        let up_to_date = status.is_some() && !self.ctx.force && self.matches_deployed(&body_for_compare).await?;
         let outcome = match status {
+            _ if up_to_date => {
+                self.log(format!(
+                    "stack {} already has this template, parameters and tags: nothing to do (no change set)",
+                    self.name()
+                ))
+                .await;
+                Status::UpToDate
+            }
             None => self.create(&template, resources).await?,
             Some(_) => match self.spec.method {
                 DeployMethod::ChangeSet => self.update_by_change_set(&template, resources).await?,
@@ -446,6 +456,43 @@ impl StackDeployment<'_> {
             self.log(format!("output {k} = {v}")).await;
         }
         Ok(NodeSuccess { status: Some(outcome), outputs, ..Default::default() })
+    }
+
+    /// Whether the stack already runs exactly this: same template (GetTemplate, as submitted), parameters, tags,
+    /// execution role and termination protection, in a settled state. Then the change set round trip is skipped.
+    async fn matches_deployed(&self, body: &str) -> Result<bool, StepError> {
+        let Some(stack) = self.describe().await? else { return Ok(false) };
+        let settled = matches!(
+            stack.stack_status(),
+            Some(StackStatus::CreateComplete | StackStatus::UpdateComplete | StackStatus::ImportComplete)
+        );
+        if !settled {
+            return Ok(false);
+        }
+        let deployed: HashMap<&str, &str> =
+            stack.parameters().iter().filter_map(|p| Some((p.parameter_key()?, p.parameter_value()?))).collect();
+        if self.stack.parameters.iter().any(|(k, v)| deployed.get(k.as_str()) != Some(&v.as_str())) {
+            return Ok(false);
+        }
+        let tags: HashMap<&str, &str> = stack.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+        let wanted: HashMap<&str, &str> = self.stack.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if tags != wanted
+            || stack.role_arn() != self.spec.execution_role.as_deref()
+            || stack.enable_termination_protection().unwrap_or(false) != self.stack.termination_protection
+        {
+            return Ok(false);
+        }
+        let template = self
+            .call(
+                self.cfn
+                    .get_template()
+                    .stack_name(self.name())
+                    .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+                    .send(),
+                "GetTemplate",
+            )
+            .await?;
+        Ok(template.template_body() == Some(body))
     }
 
     /// The stack's current status after clearing states that block a deployment; `None`: it must be created.

@@ -1,5 +1,6 @@
 //! The step kinds of `runner`, one module each, and the catalog that hands them to the engine.
 
+pub mod approval;
 pub mod aws;
 pub mod deploy;
 pub mod process;
@@ -22,6 +23,7 @@ pub struct StepCatalog {
     pub aws_endpoint: Option<String>,
     /// AWS sessions, shared by every node of the run.
     pub aws: Arc<aws::Sessions>,
+    pub approvals: approval::ApprovalSettings,
 }
 
 impl Catalog for StepCatalog {
@@ -30,6 +32,7 @@ impl Catalog for StepCatalog {
             StepKind::Source(spec) => source::check(spec),
             StepKind::Shell(spec) => shell::check(spec),
             StepKind::Deploy(spec) => deploy::check(spec),
+            StepKind::Approval(_) => Vec::new(),
         }
     }
 
@@ -38,13 +41,14 @@ impl Catalog for StepCatalog {
             StepKind::Source(spec) => source::describe(spec, self.source_dirs.get(&step.id).map(PathBuf::as_path)),
             StepKind::Shell(spec) => shell::describe(spec),
             StepKind::Deploy(spec) => deploy::describe(spec, part),
+            StepKind::Approval(spec) => approval::describe(spec),
         }
     }
 
     fn expand(&self, step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
         Ok(match &step.kind {
             StepKind::Deploy(spec) => deploy::expand(spec),
-            StepKind::Source(_) | StepKind::Shell(_) => Expansion::Single,
+            StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) => Expansion::Single,
         })
     }
 
@@ -63,6 +67,9 @@ impl Catalog for StepCatalog {
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
             }),
+            StepKind::Approval(spec) => {
+                Box::new(approval::ApprovalStep { spec: spec.clone(), settings: self.approvals.clone() })
+            }
         })
     }
 }

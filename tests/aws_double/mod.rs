@@ -230,3 +230,10 @@ pub fn change_set(status: &str, reason: Option<&str>) -> Reply {
         &format!("<ChangeSetName>cs</ChangeSetName><Status>{status}</Status>{reason}<ExecutionStatus>AVAILABLE</ExecutionStatus><Changes><member><Type>Resource</Type><ResourceChange><Action>Modify</Action><LogicalResourceId>Bucket</LogicalResourceId><ResourceType>AWS::S3::Bucket</ResourceType><Replacement>False</Replacement></ResourceChange></member></Changes>"),
     )
 }
+
+/// https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_GetTemplate.html: the template as
+/// submitted (`TemplateStage` Original).
+pub fn template(body: &str) -> Reply {
+    let escaped = body.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    ok("GetTemplate", CFN_NS, &format!("<TemplateBody>{escaped}</TemplateBody><StagesAvailable><member>Original</member><member>Processed</member></StagesAvailable>"))
+}
