@@ -413,19 +413,20 @@ impl StackDeployment<'_> {
             StepError::invalid(format!("cannot read template {} of stack {}: {e}", path.display(), self.name()))
         })?;
         let resources = count_resources(&body);
-        let body_for_compare = body.clone();
-        let template = self.template_source(body).await?;
-        let status = self.prepare().await?;
-        let up_to_date = status.is_some() && !self.ctx.force && self.matches_deployed(&body_for_compare).await?;
-        let outcome = match status {
-            _ if up_to_date => {
+        let existing = self.prepare().await?;
+        if let Some(stack) = existing.as_ref().filter(|_| !self.ctx.force) {
+            if self.matches_deployed(stack, &body).await? {
                 self.log(format!(
                     "stack {} already has this template, parameters and tags: nothing to do (no change set)",
                     self.name()
                 ))
                 .await;
-                Status::UpToDate
+                return Ok(self.success(Status::UpToDate, stack).await);
             }
+        }
+        let template = self.template_source(body).await?;
+        let status = existing.as_ref().and_then(|s| s.stack_status().cloned());
+        let outcome = match status {
             None => self.create(&template, resources).await?,
             Some(_) => match self.spec.method {
                 DeployMethod::ChangeSet => self.update_by_change_set(&template, resources).await?,
@@ -447,6 +448,11 @@ impl StackDeployment<'_> {
             )
             .await?;
         }
+        Ok(self.success(outcome, &stack).await)
+    }
+
+    /// The node's result: the stack's outputs become the node's.
+    async fn success(&self, status: Status, stack: &Stack) -> NodeSuccess {
         let outputs: Outputs = stack
             .outputs()
             .iter()
@@ -455,13 +461,12 @@ impl StackDeployment<'_> {
         for (k, v) in &outputs {
             self.log(format!("output {k} = {v}")).await;
         }
-        Ok(NodeSuccess { status: Some(outcome), outputs, ..Default::default() })
+        NodeSuccess { status: Some(status), outputs, ..Default::default() }
     }
 
     /// Whether the stack already runs exactly this: same template (GetTemplate, as submitted), parameters, tags,
     /// execution role and termination protection, in a settled state. Then the change set round trip is skipped.
-    async fn matches_deployed(&self, body: &str) -> Result<bool, StepError> {
-        let Some(stack) = self.describe().await? else { return Ok(false) };
+    async fn matches_deployed(&self, stack: &Stack, body: &str) -> Result<bool, StepError> {
         let settled = matches!(
             stack.stack_status(),
             Some(StackStatus::CreateComplete | StackStatus::UpdateComplete | StackStatus::ImportComplete)
@@ -496,12 +501,16 @@ impl StackDeployment<'_> {
     }
 
     /// The stack's current status after clearing states that block a deployment; `None`: it must be created.
-    async fn prepare(&self) -> Result<Option<StackStatus>, StepError> {
-        let Some(stack) = self.describe().await? else { return Ok(None) };
+    async fn prepare(&self) -> Result<Option<Stack>, StepError> {
+        let Some(mut stack) = self.describe().await? else { return Ok(None) };
         let mut status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
         if status.as_str().ends_with("_IN_PROGRESS") && status != StackStatus::ReviewInProgress {
             self.log(format!("stack {} is {}: waiting for it to settle", self.name(), status.as_str())).await;
             status = self.wait(SystemTime::now(), 0).await?.status;
+            match self.describe().await? {
+                Some(settled) => stack = settled,
+                None => return Ok(None),
+            }
         }
         match status {
             StackStatus::RollbackComplete | StackStatus::ReviewInProgress => {
@@ -526,7 +535,7 @@ impl StackDeployment<'_> {
                     s.as_str()
                 )))
             }
-            s => Ok(Some(s)),
+            _ => Ok(Some(stack)),
         }
     }
 
