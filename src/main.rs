@@ -231,6 +231,20 @@ fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Pat
     PathBuf::from(".")
 }
 
+/// The plan of a new definition a SelfUpdate found, with a catalog that remembers the run restarted.
+fn plan_from_text(path: &Path, text: String, catalog: &StepCatalog) -> Result<(Plan, Arc<StepCatalog>), String> {
+    let loaded = engine::load::parse(path, text).map_err(|e| e.render())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let valid = validate::validate(loaded, catalog, &env).map_err(|invalid| invalid.render())?;
+    let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
+    let plan = Plan::build(valid.clone(), catalog, &PlanContext { base_dir })
+        .map_err(|diags| validate::render_all(&valid.loaded, &diags))?;
+    let mut next = catalog.clone();
+    next.self_update.current = Some(Arc::new(plan.pipeline.loaded.pipeline.clone()));
+    next.self_update.restarted = true;
+    Ok((plan, Arc::new(next)))
+}
+
 /// `--source-dir [ID=]PATH` against the pipeline's Source steps.
 fn source_dirs(loaded: &engine::load::Loaded, sources: &SourceDirs) -> Result<HashMap<String, PathBuf>, String> {
     let source_ids: Vec<&str> =
@@ -312,6 +326,7 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
         pre_approved: args.approve.iter().cloned().collect(),
         pipeline_file: args.file.display().to_string(),
     };
+    catalog.self_update.current = Some(Arc::new(plan.pipeline.loaded.pipeline.clone()));
     let catalog = Arc::new(catalog);
     let options = WalkOptions {
         run_id,
@@ -360,24 +375,47 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
         eprintln!("nothing ran: no Deploy can act in its account (fix the access above and run again)");
         return Ok(ExitCode::from(FAILED));
     }
-    let outcome = runtime.block_on(async move {
+    let outcome: Result<walk::RunOutcome, String> = runtime.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(None);
         tokio::spawn(forward_signals(stop_tx));
-        let (tx, mut rx) = mpsc::channel(1024);
-        let catalog: Arc<dyn engine::step::Catalog> = catalog;
-        let walker = tokio::spawn(async move { walk::walk(&plan, catalog, options, stop_rx, tx).await });
-        while let Some(event) = rx.recv().await {
-            summary.event(&event);
-            recorder.handle(&event);
-            reporter.event(&event);
+        let (mut plan, mut catalog, mut options) = (plan, catalog, options);
+        loop {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let walk_plan = Arc::new(plan);
+            let walker = {
+                let (plan, stop_rx, options) = (Arc::clone(&walk_plan), stop_rx.clone(), options.clone());
+                let catalog: Arc<dyn engine::step::Catalog> = catalog.clone();
+                tokio::spawn(async move { walk::walk(&plan, catalog, options, stop_rx, tx).await })
+            };
+            while let Some(event) = rx.recv().await {
+                summary.event(&event);
+                recorder.handle(&event);
+                reporter.event(&event);
+            }
+            let outcome = walker.await.map_err(|e| format!("error: the run crashed: {e}\n"))?;
+            let Some(restart) = outcome.restart else {
+                reporter.finish(&summary);
+                if let Some(e) = &recorder.error {
+                    eprintln!("warning: {e}");
+                }
+                return Ok(outcome);
+            };
+            // SelfUpdate: plan the new definition; completed nodes it did not change are reused.
+            let old = Arc::try_unwrap(walk_plan).unwrap_or_else(|p| (*p).clone());
+            let (new_plan, new_catalog) = plan_from_text(&restart.path, restart.text, &catalog)?;
+            options.resumed = runs::reusable(&old, &new_plan, recorder.state());
+            options.fingerprints = Some(
+                engine::incremental::FingerprintStore::load(
+                    &options.state_dir,
+                    &new_plan.pipeline.loaded.pipeline.name,
+                )
+                .map_err(|e| format!("error: {e}\n"))?,
+            );
+            plan = new_plan;
+            catalog = new_catalog;
         }
-        reporter.finish(&summary);
-        if let Some(e) = &recorder.error {
-            eprintln!("warning: {e}");
-        }
-        walker.await
     });
-    let outcome = outcome.map_err(|e| format!("error: the run crashed: {e}\n"))?;
+    let outcome = outcome?;
     Ok(match outcome.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(FAILED),

@@ -128,7 +128,6 @@ pub fn resume(plan: &Plan, state_dir: &Path, allow_changed: bool) -> Result<Resu
         return Err(format!("error: nothing to resume: the last run {run_id} of `{}` succeeded\n", pipeline.name));
     }
     let now = step_hashes(pipeline);
-    let done = |status: &str| matches!(status, "succeeded" | "unchanged" | "up-to-date");
     let step_of = |node: &str| node.split('/').next().unwrap_or(node).to_string();
     let mut changed: Vec<String> = state
         .nodes
@@ -149,19 +148,44 @@ pub fn resume(plan: &Plan, state_dir: &Path, allow_changed: bool) -> Result<Resu
             changed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
         ));
     }
+    let reused = reuse(plan, &state, &changed);
+    Ok(Resume { run_id, run_dir, state, reused })
+}
+
+fn done(status: &str) -> bool {
+    matches!(status, "succeeded" | "unchanged" | "up-to-date")
+}
+
+/// Nodes of `plan` that stay done: completed in `state`, their step not in `changed`, everything upstream reused.
+fn reuse(plan: &Plan, state: &RunState, changed: &[String]) -> HashMap<String, Reused> {
     let mut reused = HashMap::new();
-    let order = petgraph::algo::toposort(&plan.graph, None).unwrap_or_default();
-    for n in order {
+    for n in petgraph::algo::toposort(&plan.graph, None).unwrap_or_default() {
         let id = &plan.graph[n].id;
         let Some(old) = state.nodes.get(id) else { continue };
-        let step = step_of(id);
+        let step = id.split('/').next().unwrap_or(id);
         let upstream_reused =
             plan.graph.neighbors_directed(n, Direction::Incoming).all(|m| reused.contains_key(&plan.graph[m].id));
-        if done(&old.status) && !changed.contains(&step) && upstream_reused {
+        if done(&old.status) && !changed.iter().any(|c| c == step) && upstream_reused {
             reused.insert(id.clone(), Reused { outputs: old.outputs.clone(), workspace: old.workspace.clone() });
         }
     }
-    Ok(Resume { run_id, run_dir, state, reused })
+    reused
+}
+
+/// After a SelfUpdate restart: what the new definition can reuse of the run so far (steps whose definitions are
+/// identical in both, with everything upstream reused too).
+pub fn reusable(old: &Plan, new: &Plan, state: &RunState) -> HashMap<String, Reused> {
+    let old_steps = &old.pipeline.loaded.pipeline.steps;
+    let changed: Vec<String> = new
+        .pipeline
+        .loaded
+        .pipeline
+        .steps
+        .iter()
+        .filter(|s| old_steps.iter().find(|o| o.id == s.id) != Some(*s))
+        .map(|s| s.id.clone())
+        .collect();
+    reuse(new, state, &changed)
 }
 
 /// `runner approve`: answer an Approval step of a run (the latest by default) through its run directory.

@@ -128,6 +128,11 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         workspace: Option<std::path::PathBuf>,
     },
+    /// The walk stopped starting nodes to restart from a new pipeline definition; a new `run_started` follows.
+    RunRestarting {
+        node: String,
+        reason: String,
+    },
     RunFinished {
         status: RunStatus,
         #[serde(serialize_with = "millis")]

@@ -71,6 +71,7 @@ pub enum StepKind {
     Shell(ShellSpec),
     Deploy(DeploySpec),
     Approval(ApprovalSpec),
+    SelfUpdate(SelfUpdateSpec),
 }
 
 impl StepKind {
@@ -81,6 +82,7 @@ impl StepKind {
             StepKind::Shell(_) => "Shell",
             StepKind::Deploy(_) => "Deploy",
             StepKind::Approval(_) => "Approval",
+            StepKind::SelfUpdate(_) => "SelfUpdate",
         }
     }
 }
@@ -200,4 +202,13 @@ pub struct ApprovalSpec {
     /// What the person is asked.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// Compare the pipeline definition in the new source with the one the run started from; restart from it when
+/// it changed (CDK Pipelines' self-mutation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfUpdateSpec {
+    /// The pipeline file's path in the source workspace, e.g. `pipelines/prod.ron`.
+    pub pipeline: String,
 }

@@ -27,9 +27,12 @@ pub struct RunState {
     /// Each step's definition as written (a hash): a resume refuses when completed steps changed.
     #[serde(default)]
     pub steps: BTreeMap<String, String>,
-    /// When the run was resumed.
+    /// When the run was resumed or restarted.
     #[serde(default)]
     pub resumed: Vec<String>,
+    /// Why the run restarted from a new definition (SelfUpdate), if it did.
+    #[serde(default)]
+    pub restarted: Option<String>,
 }
 
 impl RunState {
@@ -172,6 +175,10 @@ impl Recorder {
                 }
                 self.state.finished = Some(time);
                 self.state.status = serde_json::to_value(status)?.as_str().unwrap_or("failed").to_string();
+                self.save()?;
+            }
+            EventKind::RunRestarting { reason, .. } => {
+                self.state.restarted = Some(reason.clone());
                 self.save()?;
             }
             EventKind::Progress { .. } | EventKind::ApprovalRequested { .. } => {}

@@ -207,6 +207,18 @@ pub struct NodeSuccess {
     pub workspace: Option<PathBuf>,
     /// The node expanded at run time into these parts, to be spliced into the graph.
     pub expansion: Vec<Part>,
+    /// The pipeline's definition changed (SelfUpdate): start nothing more, and restart the run from this one.
+    pub restart: Option<Restart>,
+}
+
+/// A new pipeline definition to restart the run from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// Where the new definition was read (named in messages).
+    pub path: PathBuf,
+    pub text: String,
+    /// What changed, for the log and the summary: `step `lint` added; `build` changed`.
+    pub reason: String,
 }
 
 /// Why a node did not succeed.

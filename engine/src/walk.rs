@@ -89,6 +89,8 @@ pub struct Reused {
 /// How each node ended, and the run.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
+    /// Set when a node asked for a restart: the walk ended early, nothing was marked cancelled.
+    pub restart: Option<crate::step::Restart>,
     pub status: RunStatus,
     pub duration: Duration,
     pub nodes: Vec<NodeOutcome>,
@@ -161,7 +163,8 @@ pub async fn walk(
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut signals_open = true;
     loop {
-        while w.stop.borrow().is_none() && (w.options.jobs == 0 || tasks.len() < w.options.jobs) {
+        while w.stop.borrow().is_none() && w.restart.is_none() && (w.options.jobs == 0 || tasks.len() < w.options.jobs)
+        {
             let Some(i) = ready.pop_front() else { break };
             match w.start(i, &mut tasks).await {
                 Ok(None) => {}
@@ -187,6 +190,17 @@ pub async fn walk(
                 }
             }
         }
+    }
+    if let Some((node, restart)) = w.restart.take() {
+        w.emit(EventKind::RunRestarting { node, reason: restart.reason.clone() }).await;
+        return RunOutcome {
+            restart: Some(restart),
+            status: RunStatus::Succeeded,
+            duration: start.elapsed(),
+            nodes: w.outcomes(),
+            critical_path: Vec::new(),
+            critical_path_duration: Duration::ZERO,
+        };
     }
     let stopped = *w.stop.borrow();
     for i in 0..w.nodes.len() {
@@ -216,22 +230,7 @@ pub async fn walk(
         critical_path_ms: critical_path_duration,
     })
     .await;
-    RunOutcome {
-        status,
-        duration,
-        nodes: w
-            .nodes
-            .iter()
-            .map(|n| NodeOutcome {
-                id: n.id.to_string(),
-                status: n.status.unwrap_or(Status::Cancelled),
-                duration: n.duration,
-                error: n.error.clone(),
-            })
-            .collect(),
-        critical_path,
-        critical_path_duration,
-    }
+    RunOutcome { restart: None, status, duration, nodes: w.outcomes(), critical_path, critical_path_duration }
 }
 
 struct Walker<'p> {
@@ -242,6 +241,8 @@ struct Walker<'p> {
     nodes: Vec<Node>,
     by_id: HashMap<Arc<str>, usize>,
     stop: watch::Sender<Option<StopReason>>,
+    /// A node asked to restart from a new definition: nothing more starts.
+    restart: Option<(String, crate::step::Restart)>,
 }
 
 impl<'p> Walker<'p> {
@@ -276,7 +277,7 @@ impl<'p> Walker<'p> {
         }
         let by_id = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
         let (stop, _) = watch::channel(None);
-        Walker { plan, catalog, options, events, nodes, by_id, stop }
+        Walker { plan, catalog, options, events, nodes, by_id, stop, restart: None }
     }
 
     async fn emit(&self, kind: EventKind) {
@@ -292,6 +293,18 @@ impl<'p> Walker<'p> {
                 false
             }
         });
+    }
+
+    fn outcomes(&self) -> Vec<NodeOutcome> {
+        self.nodes
+            .iter()
+            .map(|n| NodeOutcome {
+                id: n.id.to_string(),
+                status: n.status.unwrap_or(Status::Cancelled),
+                duration: n.duration,
+                error: n.error.clone(),
+            })
+            .collect()
     }
 
     fn settings(&self, step: usize) -> &StepSettings {
@@ -421,6 +434,9 @@ impl<'p> Walker<'p> {
                 let status = success.status.unwrap_or(Status::Succeeded);
                 if !success.expansion.is_empty() {
                     self.splice(i, &success.expansion).await;
+                }
+                if let Some(restart) = success.restart {
+                    self.restart.get_or_insert((self.nodes[i].id.to_string(), restart));
                 }
                 let node = &mut self.nodes[i];
                 node.outputs = Arc::new(success.outputs);

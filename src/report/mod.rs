@@ -34,6 +34,8 @@ pub struct Summary {
     pub critical_path: Vec<String>,
     pub critical_path_duration: Duration,
     pub run_dir: String,
+    /// Why the run restarted from a new definition.
+    pub restarted: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,9 @@ impl Summary {
     pub fn event(&mut self, event: &Event) {
         match &event.kind {
             EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
+                // A restart announces the nodes again.
+                self.rows.clear();
+                self.index.clear();
                 self.run_id = run_id.clone();
                 self.pipeline = pipeline.clone();
                 for n in nodes {
@@ -67,6 +72,7 @@ impl Summary {
                     row.error = error.clone();
                 }
             }
+            EventKind::RunRestarting { reason, .. } => self.restarted = Some(reason.clone()),
             EventKind::RunFinished { status, duration_ms, critical_path, critical_path_ms } => {
                 self.status = Some(*status);
                 self.wall = *duration_ms;
@@ -124,6 +130,9 @@ impl Summary {
             Some(RunStatus::Interrupted) => "interrupted",
             None => "ended",
         };
+        if let Some(reason) = &self.restarted {
+            let _ = writeln!(out, "restarted once: the pipeline definition changed in the source ({reason})");
+        }
         let _ = writeln!(out, "run {} {verdict}: {}; logs in {}", self.run_id, counts.join(", "), self.run_dir);
         out
     }

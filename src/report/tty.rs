@@ -133,6 +133,9 @@ impl Reporter for TtyReporter {
                     }
                 }
             }
+            EventKind::RunRestarting { node, reason } => {
+                self.println(format!("  ↻ {node}: the pipeline definition changed ({reason}): restarting the run"));
+            }
             EventKind::RunFinished { .. } => {
                 self.overall.finish_and_clear();
             }

@@ -4,6 +4,7 @@ pub mod approval;
 pub mod aws;
 pub mod deploy;
 pub mod process;
+pub mod self_update;
 pub mod shell;
 pub mod source;
 
@@ -24,6 +25,7 @@ pub struct StepCatalog {
     /// AWS sessions, shared by every node of the run.
     pub aws: Arc<aws::Sessions>,
     pub approvals: approval::ApprovalSettings,
+    pub self_update: self_update::SelfUpdateSettings,
 }
 
 impl Catalog for StepCatalog {
@@ -33,6 +35,7 @@ impl Catalog for StepCatalog {
             StepKind::Shell(spec) => shell::check(spec),
             StepKind::Deploy(spec) => deploy::check(spec),
             StepKind::Approval(_) => Vec::new(),
+            StepKind::SelfUpdate(spec) => self_update::check(spec),
         }
     }
 
@@ -42,13 +45,16 @@ impl Catalog for StepCatalog {
             StepKind::Shell(spec) => shell::describe(spec),
             StepKind::Deploy(spec) => deploy::describe(spec, part),
             StepKind::Approval(spec) => approval::describe(spec),
+            StepKind::SelfUpdate(spec) => self_update::describe(spec),
         }
     }
 
     fn expand(&self, step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
         Ok(match &step.kind {
             StepKind::Deploy(spec) => deploy::expand(spec),
-            StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) => Expansion::Single,
+            StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {
+                Expansion::Single
+            }
         })
     }
 
@@ -70,6 +76,11 @@ impl Catalog for StepCatalog {
             StepKind::Approval(spec) => {
                 Box::new(approval::ApprovalStep { spec: spec.clone(), settings: self.approvals.clone() })
             }
+            StepKind::SelfUpdate(spec) => Box::new(self_update::SelfUpdateStep {
+                spec: spec.clone(),
+                settings: self.self_update.clone(),
+                catalog: StepCatalog::default(),
+            }),
         })
     }
 }
