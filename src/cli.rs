@@ -44,6 +44,9 @@ pub enum Command {
     },
     /// Run the pipeline.
     Run(RunArgs),
+    /// Run one step of a pipeline here, with the inputs a dispatcher passed in RUNNER_INPUTS (what a CodeBuild
+    /// build started by `run_on: CodeBuild(...)` runs); its outputs go to RUNNER_OUTPUTS (s3://bucket/key).
+    Step { file: PathBuf, step: String },
     /// List the past runs of a pipeline: id, start, duration, outcome.
     History { file: PathBuf },
     /// Show one run's steps with status, duration and log (default: the latest run).
@@ -91,6 +94,9 @@ pub struct RunArgs {
     /// Approve this Approval step up front (repeatable).
     #[arg(long, value_name = "STEP")]
     pub approve: Vec<String>,
+    /// Run every step here, ignoring `run_on` (used inside a dispatched CodeBuild build).
+    #[arg(long, hide = true)]
+    pub local_only: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -100,6 +100,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             }
             run(args, &cli.state_dir)
         }
+        Command::Step { file, step } => run_one_step(&file, &step, &cli.state_dir),
         Command::History { file } => {
             let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
             print!("{}", runs::history(&cli.state_dir, &plan.pipeline.loaded.pipeline.name));
@@ -231,6 +232,98 @@ fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Pat
     PathBuf::from(".")
 }
 
+/// `runner step FILE STEP`: the step as the dispatcher resolved it (RUNNER_INPUTS), run alone, here; its result
+/// goes to RUNNER_OUTPUTS (s3://bucket/key) or, without it, to stdout as JSON.
+fn run_one_step(file: &Path, step_id: &str, state_dir: &Path) -> Result<ExitCode, String> {
+    let plan = load(file, &SourceDirs { source_dir: Vec::new() })?.0;
+    let pipeline = &plan.pipeline.loaded.pipeline;
+    let Some(written) = pipeline.steps.iter().find(|s| s.id == step_id) else {
+        let hint = closest(step_id, pipeline.steps.iter().map(|s| s.id.as_str()))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Err(format!("error: `{step_id}` is not a step of `{}`{hint}\n", pipeline.name));
+    };
+    let inputs: steps::codebuild::StepInputs = match std::env::var("RUNNER_INPUTS") {
+        Ok(json) => serde_json::from_str(&json).map_err(|e| format!("error: RUNNER_INPUTS is not runner's: {e}\n"))?,
+        Err(_) => steps::codebuild::StepInputs { step: written.clone(), env: Default::default() },
+    };
+    if inputs.step.id != step_id {
+        return Err(format!("error: RUNNER_INPUTS holds step `{}`, not `{step_id}`\n", inputs.step.id));
+    }
+    let mut alone = pipeline.clone();
+    let mut step = inputs.step;
+    step.needs.clear();
+    step.run_on = engine::model::RunOn::Local;
+    alone.defaults.env.extend(inputs.env);
+    alone.steps = vec![step];
+    let config = ron::ser::PrettyConfig::default()
+        .extensions(ron::extensions::Extensions::IMPLICIT_SOME | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+    let text = ron::ser::to_string_pretty(&alone, config)
+        .map_err(|e| format!("error: cannot write the step's pipeline: {e}\n"))?;
+    let base = std::env::var_os("CODEBUILD_SRC_DIR").map(PathBuf::from);
+    if let Some(dir) = &base {
+        std::env::set_current_dir(dir).map_err(|e| format!("error: cannot enter {}: {e}\n", dir.display()))?;
+    }
+    let state = if state_dir.is_absolute() {
+        state_dir.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| e.to_string())?.join(state_dir)
+    };
+    std::fs::create_dir_all(&state).map_err(|e| format!("error: cannot create {}: {e}\n", state.display()))?;
+    let one = state.join(format!("step-{step_id}.ron"));
+    std::fs::write(&one, text).map_err(|e| format!("error: cannot write {}: {e}\n", one.display()))?;
+    let args = RunArgs {
+        file: one,
+        jobs: None,
+        fail_fast: false,
+        output: OutputFormat::Plain,
+        sources: SourceDirs { source_dir: Vec::new() },
+        dry_run: false,
+        resume: false,
+        allow_changed: false,
+        force: true,
+        force_step: Vec::new(),
+        approve: Vec::new(),
+        local_only: true,
+    };
+    let code = run(args, &state)?;
+    let (_, last) = runs::runs_of(&state, &pipeline.name).pop().ok_or("error: the step left no run\n")?;
+    let recorded = engine::record::RunState::load(&last).map_err(|e| format!("error: {e}\n"))?;
+    let node = recorded.nodes.get(step_id).cloned().unwrap_or_default();
+    let result = steps::codebuild::StepResult { status: node.status, outputs: node.outputs, error: node.error };
+    let json = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
+    match std::env::var("RUNNER_OUTPUTS") {
+        Ok(url) => {
+            let (bucket, key) = steps::codebuild::parse_s3_url(&url)
+                .ok_or_else(|| format!("error: RUNNER_OUTPUTS `{url}` is not s3://bucket/key\n"))?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let region = std::env::var("AWS_REGION")
+                    .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|_| "us-east-1".into());
+                let target = steps::aws::Target {
+                    account: String::new(),
+                    region,
+                    role: None,
+                    external_id: None,
+                    session_name: steps::deploy::session_name(&pipeline.name, step_id),
+                    endpoint: pipeline.defaults.aws_endpoint_url.clone(),
+                };
+                let session =
+                    steps::aws::Sessions::default().get(&target).await.map_err(|e| format!("error: {e}\n"))?;
+                session.s3().put_object().bucket(&bucket).key(&key).body(json.into()).send().await.map_err(|e| {
+                    format!("error: cannot write the step's outputs to {url}: {}\n", steps::aws::aws_reason(&e))
+                })?;
+                eprintln!("outputs written to {url}");
+                Ok::<(), String>(())
+            })?;
+        }
+        Err(_) => println!("{}", String::from_utf8_lossy(&json)),
+    }
+    Ok(code)
+}
+
 /// The plan of a new definition a SelfUpdate found, with a catalog that remembers the run restarted.
 fn plan_from_text(path: &Path, text: String, catalog: &StepCatalog) -> Result<(Plan, Arc<StepCatalog>), String> {
     let loaded = engine::load::parse(path, text).map_err(|e| e.render())?;
@@ -327,6 +420,8 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
         pipeline_file: args.file.display().to_string(),
     };
     catalog.self_update.current = Some(Arc::new(plan.pipeline.loaded.pipeline.clone()));
+    catalog.local_only = args.local_only;
+    catalog.pipeline_file = args.file.display().to_string();
     let catalog = Arc::new(catalog);
     let options = WalkOptions {
         run_id,

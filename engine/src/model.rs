@@ -62,6 +62,41 @@ pub struct Step {
     /// Files, directories or globs (relative to the workspace) whose content is part of the step's fingerprint.
     #[serde(default)]
     pub inputs: Vec<String>,
+    /// Where the step runs: here (default), or in an AWS CodeBuild build when one machine is not enough.
+    #[serde(default)]
+    pub run_on: RunOn,
+}
+
+/// Where a step runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum RunOn {
+    #[default]
+    Local,
+    /// Start a build of this CodeBuild project that runs `runner step <pipeline> <step>`.
+    CodeBuild(CodeBuildTarget),
+}
+
+/// A CodeBuild project a step is dispatched to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBuildTarget {
+    pub project: String,
+    /// Region of the project; default: the caller's.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    /// e.g. `BUILD_GENERAL1_LARGE`.
+    #[serde(default)]
+    pub compute_type: Option<String>,
+    /// Extra environment of the build.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Bucket where `runner step` in the build writes the step's outputs for the dispatcher to read.
+    pub outputs_bucket: String,
+    /// The pipeline file as the build sees it in its source; default: the file given to `runner run`.
+    #[serde(default)]
+    pub pipeline: Option<String>,
 }
 
 /// What a step does. One variant per step kind; each kind is one module in the `steps` crate.

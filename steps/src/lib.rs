@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod aws;
+pub mod codebuild;
 pub mod deploy;
 pub mod process;
 pub mod self_update;
@@ -26,6 +27,10 @@ pub struct StepCatalog {
     pub aws: Arc<aws::Sessions>,
     pub approvals: approval::ApprovalSettings,
     pub self_update: self_update::SelfUpdateSettings,
+    /// Run every step here, ignoring `run_on` (inside a build started by a dispatch).
+    pub local_only: bool,
+    /// The pipeline file given to `runner run`, named to dispatched builds.
+    pub pipeline_file: String,
 }
 
 impl Catalog for StepCatalog {
@@ -63,6 +68,16 @@ impl Catalog for StepCatalog {
     }
 
     fn runner(&self, step: &Step) -> Result<Box<dyn StepRunner>, StepError> {
+        if let (engine::model::RunOn::CodeBuild(target), false) = (&step.run_on, self.local_only) {
+            return Ok(Box::new(codebuild::CodeBuildDispatch {
+                target: target.clone(),
+                step: step.clone(),
+                pipeline_file: self.pipeline_file.clone(),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
+                outputs_grace: std::time::Duration::from_secs(60),
+            }));
+        }
         Ok(match &step.kind {
             StepKind::Source(spec) => {
                 Box::new(source::SourceStep { spec: spec.clone(), local: self.source_dirs.get(&step.id).cloned() })
