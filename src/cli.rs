@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Show the plan instead of running (same as `runner plan`).
     #[arg(long)]
     pub dry_run: bool,
+    /// Also write the run as a JUnit XML report (one test case per step) to FILE when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

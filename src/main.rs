@@ -23,7 +23,7 @@ use steps::StepCatalog;
 use tokio::sync::{mpsc, watch};
 
 use cli::{Cli, Command, GraphFormat, LogFormat, OutputFormat, RunArgs, SourceDirs};
-use report::{JsonReporter, PlainReporter, Reporter, Summary, TtyReporter};
+use report::{JsonReporter, JunitReporter, PlainReporter, Reporter, Summary, TtyReporter};
 
 const DEFAULT_JOBS: usize = 16;
 
@@ -282,6 +282,7 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
         OutputFormat::Auto => Box::new(PlainReporter::new(std::io::stdout().lock())),
     };
     let mut summary = Summary::new(run_dir.display().to_string());
+    let mut junit = args.junit.as_deref().map(JunitReporter::new);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -302,6 +303,12 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
             eprintln!("error: preflight: {e}");
         }
         eprintln!("nothing ran: no Deploy can act in its account (fix the access above and run again)");
+        if let Some(junit) = &mut junit {
+            junit.not_run(name, &options.run_id, "preflight", &preflight.join("\n"));
+            if let Err(e) = junit.write() {
+                eprintln!("error: {e}");
+            }
+        }
         return Ok(ExitCode::from(FAILED));
     }
     let outcome = runtime.block_on(async move {
@@ -314,10 +321,16 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
             summary.event(&event);
             recorder.handle(&event);
             reporter.event(&event);
+            if let Some(junit) = &mut junit {
+                junit.event(&event);
+            }
         }
         reporter.finish(&summary);
         if let Some(e) = &recorder.error {
             eprintln!("warning: {e}");
+        }
+        if let Some(Err(e)) = junit.as_ref().map(JunitReporter::write) {
+            eprintln!("error: {e}");
         }
         walker.await
     });
