@@ -111,7 +111,8 @@ fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), S
     let loaded = engine::load::load(file).map_err(|e| e.render())?;
     let source_dirs = source_dirs(&loaded, sources)?;
     let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
-    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, aws: Default::default() });
+    let codebuild = steps::source::CodeBuild::from_env(std::env::vars());
+    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, aws: Default::default(), codebuild });
     let env = |name: &str| std::env::var(name).ok();
     let valid = validate::validate(loaded, catalog.as_ref(), &env).map_err(|invalid| {
         let n = invalid.error_count();
@@ -201,8 +202,8 @@ fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Pat
         }
         let s = &steps[i];
         if matches!(s.kind, StepKind::Source(_)) {
-            if let Some(dir) = catalog.source_dirs.get(&s.id) {
-                return dir.clone();
+            if let Some(checkout) = catalog.checkout_of(&s.id) {
+                return checkout.dir().to_path_buf();
             }
             return state_dir.join("workspaces").join(&plan.pipeline.loaded.pipeline.name).join(&s.id);
         }
@@ -276,7 +277,12 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
     let mut reporter: Box<dyn Reporter> = match args.output {
         OutputFormat::Json => Box::new(JsonReporter::new(std::io::stdout().lock())),
         OutputFormat::Plain => Box::new(PlainReporter::new(std::io::stdout().lock())),
-        OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
+        // In CodeBuild (its logs go to CloudWatch) and other CI: plain lines.
+        OutputFormat::Auto
+            if std::io::stderr().is_terminal()
+                && std::env::var_os("CI").is_none()
+                && std::env::var_os("CODEBUILD_BUILD_ID").is_none() =>
+        {
             Box::new(TtyReporter::new())
         }
         OutputFormat::Auto => Box::new(PlainReporter::new(std::io::stdout().lock())),
@@ -370,7 +376,7 @@ fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) 
     let mut seen = std::collections::BTreeSet::new();
     for (i, refs) in valid.env_refs.iter().enumerate() {
         let step = &valid.loaded.pipeline.steps[i];
-        if catalog.source_dirs.contains_key(&step.id) {
+        if matches!(step.kind, StepKind::Source(_)) && catalog.checkout_of(&step.id).is_some() {
             continue;
         }
         for (name, span) in refs {

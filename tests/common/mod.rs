@@ -117,9 +117,13 @@ impl Test {
     }
 
     fn command(&self, out_dir: &Path) -> Command {
+        self.command_with(out_dir, &self.args)
+    }
+
+    fn command_with(&self, out_dir: &Path, args: &[String]) -> Command {
         let mut command = Command::new(runner_bin());
         command
-            .args(&self.args)
+            .args(args)
             .current_dir(self.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(fs::File::create(out_dir.join("stdout")).expect("create stdout file")))
@@ -146,9 +150,24 @@ impl Test {
 
     /// Starts the binary as a child process, for tests that signal it.
     pub fn spawn(&self) -> Running {
+        self.spawn_args(self.args.clone())
+    }
+
+    /// Starts the binary with other arguments than the test's (same directory and environment).
+    pub fn spawn_with(&self, args: &[&str]) -> Running {
+        self.spawn_args(args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
+    /// Runs the binary to completion with other arguments than the test's.
+    pub fn run_with(&self, args: &[&str]) -> Output {
+        self.spawn_with(args).wait_for_exit(self.timeout)
+    }
+
+    fn spawn_args(&self, args: Vec<String>) -> Running {
         let out_dir = tempfile::Builder::new().prefix("runner-test-output-").tempdir().expect("create output dir");
-        let child = self.command(out_dir.path()).spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", runner_bin()));
-        Running { child, out_dir, started: Instant::now(), args: self.args.clone() }
+        let child =
+            self.command_with(out_dir.path(), &args).spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", runner_bin()));
+        Running { child, out_dir, started: Instant::now(), args }
     }
 }
 
