@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    steps::source::init_git();
     match dispatch(cli) {
         Ok(code) => code,
         Err(message) => {

@@ -431,3 +431,21 @@ fn validate_rejects_a_token_for_an_ssh_repository_and_an_ssh_key_for_https() {
         .assert_stderr_contains("unencrypted")
         .assert_stderr_contains("3 errors");
 }
+
+#[test]
+fn credentials_written_into_the_repository_url_are_scrubbed_from_every_output_and_file() {
+    let remote = remote();
+    let url = remote.url().replace("http://", &format!("http://ci:{}@", remote.token));
+    let test = Test::new();
+    // The pipeline file names the variable; the URL with the password is only in the environment.
+    let text = pipeline("inline", "${env:RUNNER_TEST_REPO_URL}", r#"Branch("no-such-branch")"#, "", &test.dir());
+    let test = test.pipeline(&text).env("RUNNER_TEST_REPO_URL", &url);
+    let plan = test.run_with(&["plan", "pipeline.ron"]);
+    plan.assert_code(0);
+    assert!(!plan.combined().contains(&remote.token), "plan shows the password\n{}", plan.dump());
+    let out = test.run_with(&["run", "pipeline.ron"]);
+    out.assert_code(1)
+        .assert_output_contains("branch `no-such-branch` does not exist")
+        .assert_output_contains("http://***@127.0.0.1");
+    assert_secret_nowhere(test.path(), &out, &remote.token);
+}

@@ -350,6 +350,19 @@ async fn use_checkout(local: &Checkout, ctx: &NodeContext) -> Result<NodeSuccess
     Ok(NodeSuccess { outputs, workspace: Some(dir), ..Default::default() })
 }
 
+/// Process-wide libgit2 settings, once before any git work: a remote that does not answer fails instead of hanging
+/// (connect within 15 s; no read waits longer than 5 minutes).
+pub fn init_git() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: called once, at startup, before any other libgit2 call of the process.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(300_000);
+        }
+    });
+}
+
 /// A URL as is; a local path made absolute against the base dir.
 fn repository_location(repository: &str, base: &Path) -> String {
     match Scheme::of(repository) {
