@@ -241,3 +241,52 @@ fn the_buildspec_uses_a_prebuilt_runner_and_a_failing_pipeline_fails_the_build_w
     assert!(check.system_out.contains("checks failed"), "{check:?}");
     assert!(junit.case("after").skipped.is_some());
 }
+
+/// Runs `runner run pipeline.ron` in `dir` with its stderr on a pseudo-terminal (so that it could draw progress
+/// bars) and `CI` unset; returns its stdout.
+fn run_on_a_terminal(dir: &Path, codebuild: bool) -> String {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let rc =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+    // Drain the terminal so the runner never blocks writing to it.
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = master.read_to_end(&mut sink);
+    });
+    let stdout = dir.join("stdout.txt");
+    let mut command = Command::new(runner_bin());
+    command
+        .args(["run", "pipeline.ron"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(slave)
+        .env_remove("CI")
+        .env_remove("CODEBUILD_BUILD_ID");
+    if codebuild {
+        command.env("CODEBUILD_BUILD_ID", "p:1").env("CODEBUILD_SRC_DIR", dir);
+    }
+    let status = command.status().expect("run runner");
+    assert!(status.success(), "runner failed: {status:?}");
+    drop(command);
+    let _ = drain.join();
+    std::fs::read_to_string(stdout).unwrap()
+}
+
+#[test]
+fn inside_codebuild_the_output_is_plain_lines_even_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.ron"),
+        r#"Pipeline(name: "lines", steps: [Step(id: "only", kind: Shell(commands: ["echo hello from the step"]))])"#,
+    )
+    .unwrap();
+    let outside = run_on_a_terminal(dir.path(), false);
+    assert!(!outside.contains("[only] hello from the step"), "a terminal outside CodeBuild gets bars:\n{outside}");
+    let inside = run_on_a_terminal(dir.path(), true);
+    assert!(inside.contains("[only] hello from the step"), "no plain lines in CodeBuild:\n{inside}");
+}
