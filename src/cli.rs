@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// Run every step here, ignoring `run_on` (used inside a dispatched CodeBuild build).
     #[arg(long, hide = true)]
     pub local_only: bool,
+    /// Also write the run as a JUnit XML report (one test case per step) to FILE when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

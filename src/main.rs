@@ -24,7 +24,7 @@ use steps::StepCatalog;
 use tokio::sync::{mpsc, watch};
 
 use cli::{Cli, Command, GraphFormat, LogFormat, OutputFormat, RunArgs, SourceDirs};
-use report::{JsonReporter, PlainReporter, Reporter, Summary, TtyReporter};
+use report::{JsonReporter, JunitReporter, PlainReporter, Reporter, Summary, TtyReporter};
 
 const DEFAULT_JOBS: usize = 16;
 
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    steps::source::init_git();
     match dispatch(cli) {
         Ok(code) => code,
         Err(message) => {
@@ -128,7 +129,8 @@ fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), S
     let loaded = engine::load::load(file).map_err(|e| e.render())?;
     let source_dirs = source_dirs(&loaded, sources)?;
     let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
-    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, ..Default::default() });
+    let codebuild = steps::source::CodeBuild::from_env(std::env::vars());
+    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, codebuild, ..Default::default() });
     let env = |name: &str| std::env::var(name).ok();
     let valid = validate::validate(loaded, catalog.as_ref(), &env).map_err(|invalid| {
         let n = invalid.error_count();
@@ -218,8 +220,8 @@ fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Pat
         }
         let s = &steps[i];
         if matches!(s.kind, StepKind::Source(_)) {
-            if let Some(dir) = catalog.source_dirs.get(&s.id) {
-                return dir.clone();
+            if let Some(checkout) = catalog.checkout_of(&s.id) {
+                return checkout.dir().to_path_buf();
             }
             return state_dir.join("workspaces").join(&plan.pipeline.loaded.pipeline.name).join(&s.id);
         }
@@ -285,6 +287,7 @@ fn run_one_step(file: &Path, step_id: &str, state_dir: &Path) -> Result<ExitCode
         force_step: Vec::new(),
         approve: Vec::new(),
         local_only: true,
+        junit: None,
     };
     let code = run(args, &state)?;
     let (_, last) = runs::runs_of(&state, &pipeline.name).pop().ok_or("error: the step left no run\n")?;
@@ -442,12 +445,18 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
     let mut reporter: Box<dyn Reporter> = match args.output {
         OutputFormat::Json => Box::new(JsonReporter::new(std::io::stdout().lock())),
         OutputFormat::Plain => Box::new(PlainReporter::new(std::io::stdout().lock())),
-        OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
+        // In CodeBuild (its logs go to CloudWatch) and other CI: plain lines.
+        OutputFormat::Auto
+            if std::io::stderr().is_terminal()
+                && std::env::var_os("CI").is_none()
+                && std::env::var_os("CODEBUILD_BUILD_ID").is_none() =>
+        {
             Box::new(TtyReporter::new(approvals))
         }
         OutputFormat::Auto => Box::new(PlainReporter::new(std::io::stdout().lock())),
     };
     let mut summary = Summary::new(run_dir.display().to_string());
+    let mut junit = args.junit.as_deref().map(JunitReporter::new);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -468,6 +477,12 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
             eprintln!("error: preflight: {e}");
         }
         eprintln!("nothing ran: no Deploy can act in its account (fix the access above and run again)");
+        if let Some(junit) = &mut junit {
+            junit.not_run(name, &options.run_id, "preflight", &preflight.join("\n"));
+            if let Err(e) = junit.write() {
+                eprintln!("error: {e}");
+            }
+        }
         return Ok(ExitCode::from(FAILED));
     }
     let outcome: Result<walk::RunOutcome, String> = runtime.block_on(async move {
@@ -486,12 +501,18 @@ fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
                 summary.event(&event);
                 recorder.handle(&event);
                 reporter.event(&event);
+                if let Some(junit) = &mut junit {
+                    junit.event(&event);
+                }
             }
             let outcome = walker.await.map_err(|e| format!("error: the run crashed: {e}\n"))?;
             let Some(restart) = outcome.restart else {
                 reporter.finish(&summary);
                 if let Some(e) = &recorder.error {
                     eprintln!("warning: {e}");
+                }
+                if let Some(Err(e)) = junit.as_ref().map(JunitReporter::write) {
+                    eprintln!("error: {e}");
                 }
                 return Ok(outcome);
             };
@@ -546,7 +567,7 @@ fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) 
     let mut seen = std::collections::BTreeSet::new();
     for (i, refs) in valid.env_refs.iter().enumerate() {
         let step = &valid.loaded.pipeline.steps[i];
-        if catalog.source_dirs.contains_key(&step.id) {
+        if matches!(step.kind, StepKind::Source(_)) && catalog.checkout_of(&step.id).is_some() {
             continue;
         }
         for (name, span) in refs {

@@ -72,8 +72,8 @@ fn a_commit_that_adds_a_step_restarts_the_run_with_it() {
     assert_eq!(ran, ["lint", "v1"], "the new step ran, build once");
     assert!(out.contains("step `lint` added"), "{out}");
     assert!(out.contains("restarted once: the pipeline definition changed in the source (step `lint` added)"), "{out}");
-    // The source was cloned once: reused by the restart.
-    assert_eq!(out.matches("cloning ").count(), 1, "{out}");
+    // The source was fetched once: reused by the restart.
+    assert_eq!(out.matches("[source] fetching ").count(), 1, "{out}");
 }
 
 #[test]

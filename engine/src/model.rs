@@ -131,6 +131,46 @@ pub struct SourceSpec {
     /// Left out: the remote's default branch.
     #[serde(default)]
     pub reference: Option<GitReference>,
+    /// Credentials for the remote; left out: none (public or local repositories; SSH URLs try the agent).
+    #[serde(default)]
+    pub auth: Option<GitAuth>,
+}
+
+/// How a Source authenticates to its remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum GitAuth {
+    /// HTTPS with a token as the password (user name `x-access-token`, accepted by GitHub, GitLab, Gitea).
+    Token(SecretValue),
+    /// HTTPS basic authentication with a user name and a password or token.
+    Basic { username: String, password: SecretValue },
+    /// SSH through the running ssh-agent (`SSH_AUTH_SOCK`).
+    SshAgent,
+    /// SSH with a private key file (`~` is the home directory); `passphrase` when the key has one.
+    SshKey {
+        path: String,
+        #[serde(default)]
+        passphrase: Option<SecretValue>,
+    },
+}
+
+/// Where a secret value (a token, a password) is read from when the step runs. It never reaches a log, an error
+/// message or the run state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum SecretValue {
+    /// An environment variable of the runner (or of the step's `env`).
+    Env(String),
+    /// A file holding the value (surrounding whitespace ignored).
+    File(String),
+    /// AWS Secrets Manager: the secret's string, or one field of it when it is JSON and `key` is given.
+    Secret {
+        name: String,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        key: Option<String>,
+    },
 }
 
 /// Which revision a Source checks out.

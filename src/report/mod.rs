@@ -1,7 +1,8 @@
 //! Reporters: each consumes the event stream and never drives the run. Display (terminal bars or plain lines)
-//! and JSON lines; all end with the same summary table.
+//! and JSON lines; all end with the same summary table. A JUnit XML file (`--junit`) is one more consumer.
 
 mod json;
+mod junit;
 mod plain;
 mod tty;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use engine::event::{Event, EventKind, RunStatus, Status};
 
 pub use json::JsonReporter;
+pub use junit::JunitReporter;
 pub use plain::PlainReporter;
 pub use tty::TtyReporter;
 

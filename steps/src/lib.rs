@@ -31,6 +31,18 @@ pub struct StepCatalog {
     pub local_only: bool,
     /// The pipeline file given to `runner run`, named to dispatched builds.
     pub pipeline_file: String,
+    /// Inside AWS CodeBuild: Source steps use its checkout instead of fetching.
+    pub codebuild: Option<source::CodeBuild>,
+}
+
+impl StepCatalog {
+    /// The checkout a Source step uses instead of fetching: `--source-dir`, else CodeBuild's.
+    pub fn checkout_of(&self, source_id: &str) -> Option<source::Checkout> {
+        match self.source_dirs.get(source_id) {
+            Some(dir) => Some(source::Checkout::Dir(dir.clone())),
+            None => self.codebuild.as_ref().map(|cb| cb.checkout_for(source_id)),
+        }
+    }
 }
 
 impl Catalog for StepCatalog {
@@ -46,7 +58,7 @@ impl Catalog for StepCatalog {
 
     fn describe(&self, step: &Step, part: Option<&str>) -> String {
         match &step.kind {
-            StepKind::Source(spec) => source::describe(spec, self.source_dirs.get(&step.id).map(PathBuf::as_path)),
+            StepKind::Source(spec) => source::describe(spec, self.checkout_of(&step.id).as_ref()),
             StepKind::Shell(spec) => shell::describe(spec),
             StepKind::Deploy(spec) => deploy::describe(spec, part),
             StepKind::Approval(spec) => approval::describe(spec),
@@ -64,7 +76,7 @@ impl Catalog for StepCatalog {
     }
 
     fn resolves_fields(&self, step: &Step) -> bool {
-        !(matches!(step.kind, StepKind::Source(_)) && self.source_dirs.contains_key(&step.id))
+        !(matches!(step.kind, StepKind::Source(_)) && self.checkout_of(&step.id).is_some())
     }
 
     fn runner(&self, step: &Step) -> Result<Box<dyn StepRunner>, StepError> {
@@ -79,9 +91,12 @@ impl Catalog for StepCatalog {
             }));
         }
         Ok(match &step.kind {
-            StepKind::Source(spec) => {
-                Box::new(source::SourceStep { spec: spec.clone(), local: self.source_dirs.get(&step.id).cloned() })
-            }
+            StepKind::Source(spec) => Box::new(source::SourceStep {
+                spec: spec.clone(),
+                local: self.checkout_of(&step.id),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
+            }),
             StepKind::Shell(spec) => Box::new(shell::ShellStep { spec: spec.clone() }),
             StepKind::Deploy(spec) => Box::new(deploy::DeployStep {
                 spec: spec.clone(),
