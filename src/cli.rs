@@ -44,6 +44,23 @@ pub enum Command {
     },
     /// Run the pipeline.
     Run(RunArgs),
+    /// Run one step of a pipeline here, with the inputs a dispatcher passed in RUNNER_INPUTS (what a CodeBuild
+    /// build started by `run_on: CodeBuild(...)` runs); its outputs go to RUNNER_OUTPUTS (s3://bucket/key).
+    Step { file: PathBuf, step: String },
+    /// List the past runs of a pipeline: id, start, duration, outcome.
+    History { file: PathBuf },
+    /// Show one run's steps with status, duration and log (default: the latest run).
+    Status { file: PathBuf, run: Option<String> },
+    /// Answer an Approval step of a waiting run (default: the latest run).
+    Approve {
+        file: PathBuf,
+        step: String,
+        #[arg(long)]
+        run: Option<String>,
+        /// Reject instead of approving: the step fails.
+        #[arg(long)]
+        reject: bool,
+    },
     /// Prepare an account for deployments (CDK-compatible bootstrap stack `CDKToolkit`): assets bucket (KMS,
     /// versioning, TLS only, no public access), file-publishing, deploy and CloudFormation execution roles, and
     /// the SSM parameter /cdk-bootstrap/QUALIFIER/version.
@@ -88,6 +105,27 @@ pub struct RunArgs {
     /// Show the plan instead of running (same as `runner plan`).
     #[arg(long)]
     pub dry_run: bool,
+    /// Continue the last unfinished or failed run: completed steps are reused, the rest run.
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: accept a pipeline file whose completed steps changed (they run again).
+    #[arg(long, requires = "resume")]
+    pub allow_changed: bool,
+    /// Run every step even when nothing changed (no up-to-date skips, change sets even for matching stacks).
+    #[arg(long)]
+    pub force: bool,
+    /// Force one step or node (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub force_step: Vec<String>,
+    /// Approve this Approval step up front (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub approve: Vec<String>,
+    /// Run every step here, ignoring `run_on` (used inside a dispatched CodeBuild build).
+    #[arg(long, hide = true)]
+    pub local_only: bool,
+    /// Also write the run as a JUnit XML report (one test case per step) to FILE when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod report;
+mod runs;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -23,7 +24,7 @@ use steps::StepCatalog;
 use tokio::sync::{mpsc, watch};
 
 use cli::{Cli, Command, GraphFormat, LogFormat, OutputFormat, RunArgs, SourceDirs};
-use report::{JsonReporter, PlainReporter, Reporter, Summary, TtyReporter};
+use report::{JsonReporter, JunitReporter, PlainReporter, Reporter, Summary, TtyReporter};
 
 const DEFAULT_JOBS: usize = 16;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    steps::source::init_git();
     match dispatch(cli) {
         Ok(code) => code,
         Err(message) => {
@@ -101,6 +103,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             run(plan, catalog, args, &cli.state_dir)
         }
         Command::Bootstrap(args) => bootstrap(args, &cli.state_dir),
+        Command::Step { file, step } => run_one_step(&file, &step, &cli.state_dir),
+        Command::History { file } => {
+            let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
+            print!("{}", runs::history(&cli.state_dir, &plan.pipeline.loaded.pipeline.name));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { file, run } => {
+            let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
+            print!("{}", runs::status(&cli.state_dir, &plan.pipeline.loaded.pipeline.name, run.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve { file, step, run, reject } => {
+            let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
+            print!("{}", runs::approve(&plan, &cli.state_dir, &step, run.as_deref(), reject)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -122,7 +140,9 @@ fn bootstrap(args: cli::BootstrapArgs, state_dir: &Path) -> Result<ExitCode, Str
     std::fs::write(&template, steps::bootstrap::TEMPLATE)
         .map_err(|e| format!("error: cannot write {}: {e}\n", template.display()))?;
     let text = b.pipeline(&template);
-    let loaded = engine::load::parse(&dir.join("bootstrap.ron"), text).map_err(|e| e.render())?;
+    let file = dir.join("bootstrap.ron");
+    std::fs::write(&file, &text).map_err(|e| format!("error: cannot write {}: {e}\n", file.display()))?;
+    let loaded = engine::load::parse(&file, text).map_err(|e| e.render())?;
     let sources = SourceDirs { source_dir: Vec::new() };
     let (plan, catalog) = plan_of(loaded, &sources)?;
     eprintln!(
@@ -134,12 +154,19 @@ fn bootstrap(args: cli::BootstrapArgs, state_dir: &Path) -> Result<ExitCode, Str
         b.role.as_deref().unwrap_or("the caller's credentials")
     );
     let run_args = RunArgs {
-        file: dir.join("bootstrap.ron"),
+        file,
         jobs: None,
         fail_fast: false,
         output: args.output,
         sources,
         dry_run: false,
+        resume: false,
+        allow_changed: false,
+        force: false,
+        force_step: Vec::new(),
+        approve: Vec::new(),
+        local_only: false,
+        junit: None,
     };
     run(plan, catalog, run_args, state_dir)
 }
@@ -158,7 +185,8 @@ fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), S
 fn plan_of(loaded: engine::load::Loaded, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), String> {
     let source_dirs = source_dirs(&loaded, sources)?;
     let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
-    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, aws: Default::default() });
+    let codebuild = steps::source::CodeBuild::from_env(std::env::vars());
+    let catalog = Arc::new(StepCatalog { source_dirs, aws_endpoint, codebuild, ..Default::default() });
     let env = |name: &str| std::env::var(name).ok();
     let valid = validate::validate(loaded, catalog.as_ref(), &env).map_err(|invalid| {
         let n = invalid.error_count();
@@ -251,8 +279,8 @@ fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Pat
         }
         let s = &steps[i];
         if matches!(s.kind, StepKind::Source(_)) {
-            if let Some(dir) = catalog.source_dirs.get(&s.id) {
-                return dir.clone();
+            if let Some(checkout) = catalog.checkout_of(&s.id) {
+                return checkout.dir().to_path_buf();
             }
             return state_dir.join("workspaces").join(&plan.pipeline.loaded.pipeline.name).join(&s.id);
         }
@@ -263,6 +291,114 @@ fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Pat
         }
     }
     PathBuf::from(".")
+}
+
+/// `runner step FILE STEP`: the step as the dispatcher resolved it (RUNNER_INPUTS), run alone, here; its result
+/// goes to RUNNER_OUTPUTS (s3://bucket/key) or, without it, to stdout as JSON.
+fn run_one_step(file: &Path, step_id: &str, state_dir: &Path) -> Result<ExitCode, String> {
+    let plan = load(file, &SourceDirs { source_dir: Vec::new() })?.0;
+    let pipeline = &plan.pipeline.loaded.pipeline;
+    let Some(written) = pipeline.steps.iter().find(|s| s.id == step_id) else {
+        let hint = closest(step_id, pipeline.steps.iter().map(|s| s.id.as_str()))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Err(format!("error: `{step_id}` is not a step of `{}`{hint}\n", pipeline.name));
+    };
+    let inputs: steps::codebuild::StepInputs = match std::env::var("RUNNER_INPUTS") {
+        Ok(json) => serde_json::from_str(&json).map_err(|e| format!("error: RUNNER_INPUTS is not runner's: {e}\n"))?,
+        Err(_) => steps::codebuild::StepInputs { step: written.clone(), env: Default::default() },
+    };
+    if inputs.step.id != step_id {
+        return Err(format!("error: RUNNER_INPUTS holds step `{}`, not `{step_id}`\n", inputs.step.id));
+    }
+    let mut alone = pipeline.clone();
+    let mut step = inputs.step;
+    step.needs.clear();
+    step.run_on = engine::model::RunOn::Local;
+    alone.defaults.env.extend(inputs.env);
+    alone.steps = vec![step];
+    let config = ron::ser::PrettyConfig::default()
+        .extensions(ron::extensions::Extensions::IMPLICIT_SOME | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+    let text = ron::ser::to_string_pretty(&alone, config)
+        .map_err(|e| format!("error: cannot write the step's pipeline: {e}\n"))?;
+    let base = std::env::var_os("CODEBUILD_SRC_DIR").map(PathBuf::from);
+    if let Some(dir) = &base {
+        std::env::set_current_dir(dir).map_err(|e| format!("error: cannot enter {}: {e}\n", dir.display()))?;
+    }
+    let state = if state_dir.is_absolute() {
+        state_dir.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| e.to_string())?.join(state_dir)
+    };
+    std::fs::create_dir_all(&state).map_err(|e| format!("error: cannot create {}: {e}\n", state.display()))?;
+    let one = state.join(format!("step-{step_id}.ron"));
+    std::fs::write(&one, text).map_err(|e| format!("error: cannot write {}: {e}\n", one.display()))?;
+    let args = RunArgs {
+        file: one,
+        jobs: None,
+        fail_fast: false,
+        output: OutputFormat::Plain,
+        sources: SourceDirs { source_dir: Vec::new() },
+        dry_run: false,
+        resume: false,
+        allow_changed: false,
+        force: true,
+        force_step: Vec::new(),
+        approve: Vec::new(),
+        local_only: true,
+        junit: None,
+    };
+    let (plan, catalog) = load(&args.file, &args.sources)?;
+    let code = run(plan, catalog, args, &state)?;
+    let (_, last) = runs::runs_of(&state, &pipeline.name).pop().ok_or("error: the step left no run\n")?;
+    let recorded = engine::record::RunState::load(&last).map_err(|e| format!("error: {e}\n"))?;
+    let node = recorded.nodes.get(step_id).cloned().unwrap_or_default();
+    let result = steps::codebuild::StepResult { status: node.status, outputs: node.outputs, error: node.error };
+    let json = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
+    match std::env::var("RUNNER_OUTPUTS") {
+        Ok(url) => {
+            let (bucket, key) = steps::codebuild::parse_s3_url(&url)
+                .ok_or_else(|| format!("error: RUNNER_OUTPUTS `{url}` is not s3://bucket/key\n"))?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let region = std::env::var("AWS_REGION")
+                    .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|_| "us-east-1".into());
+                let target = steps::aws::Target {
+                    account: String::new(),
+                    region,
+                    role: None,
+                    external_id: None,
+                    session_name: steps::deploy::session_name(&pipeline.name, step_id),
+                    endpoint: pipeline.defaults.aws_endpoint_url.clone(),
+                };
+                let session =
+                    steps::aws::Sessions::default().get(&target).await.map_err(|e| format!("error: {e}\n"))?;
+                session.s3().put_object().bucket(&bucket).key(&key).body(json.into()).send().await.map_err(|e| {
+                    format!("error: cannot write the step's outputs to {url}: {}\n", steps::aws::aws_reason(&e))
+                })?;
+                eprintln!("outputs written to {url}");
+                Ok::<(), String>(())
+            })?;
+        }
+        Err(_) => println!("{}", String::from_utf8_lossy(&json)),
+    }
+    Ok(code)
+}
+
+/// The plan of a new definition a SelfUpdate found, with a catalog that remembers the run restarted.
+fn plan_from_text(path: &Path, text: String, catalog: &StepCatalog) -> Result<(Plan, Arc<StepCatalog>), String> {
+    let loaded = engine::load::parse(path, text).map_err(|e| e.render())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let valid = validate::validate(loaded, catalog, &env).map_err(|invalid| invalid.render())?;
+    let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
+    let plan = Plan::build(valid.clone(), catalog, &PlanContext { base_dir })
+        .map_err(|diags| validate::render_all(&valid.loaded, &diags))?;
+    let mut next = catalog.clone();
+    next.self_update.current = Some(Arc::new(plan.pipeline.loaded.pipeline.clone()));
+    next.self_update.restarted = true;
+    Ok((plan, Arc::new(next)))
 }
 
 /// `--source-dir [ID=]PATH` against the pipeline's Source steps.
@@ -304,20 +440,63 @@ fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -
     check_env(&plan, &catalog, &env)?;
     let jobs = jobs_for(&plan, args.jobs);
     let name = &plan.pipeline.loaded.pipeline.name;
-    let run_id = run_id(name);
     let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
     let state_dir = if state_dir.is_absolute() { state_dir.to_path_buf() } else { base_dir.join(state_dir) };
-    let run_dir = walk::run_dir(&state_dir, &run_id);
-    let mut recorder =
-        Recorder::new(&run_dir).map_err(|e| format!("error: cannot create {}: {e}\n", run_dir.display()))?;
+    for id in args.force_step.iter().chain(&args.approve) {
+        let known = plan.graph.node_weights().any(|n| &n.id == id)
+            || plan.pipeline.loaded.pipeline.steps.iter().any(|s| &s.id == id);
+        if !known {
+            let ids = plan.pipeline.loaded.pipeline.steps.iter().map(|s| s.id.as_str());
+            let hint = closest(id, ids).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(format!("error: `{id}` is not a step of `{name}`{hint}\n"));
+        }
+    }
+    let (run_id, run_dir, mut recorder, resumed) = if args.resume {
+        let resume = runs::resume(&plan, &state_dir, args.allow_changed)?;
+        eprintln!("resuming run {}: {} node(s) done there are reused", resume.run_id, resume.reused.len());
+        let recorder = Recorder::resume(&resume.run_dir, resume.state);
+        (resume.run_id, resume.run_dir, recorder, resume.reused)
+    } else {
+        let run_id = run_id(name);
+        let run_dir = walk::run_dir(&state_dir, &run_id);
+        let hashes = runs::step_hashes(&plan.pipeline.loaded.pipeline);
+        let recorder = Recorder::new(&run_dir, args.file.display().to_string(), hashes)
+            .map_err(|e| format!("error: cannot create {}: {e}\n", run_dir.display()))?;
+        (run_id, run_dir, recorder, HashMap::new())
+    };
+    let fingerprints =
+        engine::incremental::FingerprintStore::load(&state_dir, name).map_err(|e| format!("error: {e}\n"))?;
+    let interactive =
+        std::io::stderr().is_terminal() && std::io::stdin().is_terminal() && std::env::var_os("CI").is_none();
+    let approvals = engine::approval::ApprovalDesk::default();
+    let mut catalog = (*catalog).clone();
+    catalog.approvals = steps::approval::ApprovalSettings {
+        mode: if interactive && args.output == OutputFormat::Auto {
+            steps::approval::ApprovalMode::Prompt
+        } else if std::env::var_os("CI").is_some() {
+            steps::approval::ApprovalMode::Fail
+        } else {
+            steps::approval::ApprovalMode::Wait
+        },
+        pre_approved: args.approve.iter().cloned().collect(),
+        pipeline_file: args.file.display().to_string(),
+    };
+    catalog.self_update.current = Some(Arc::new(plan.pipeline.loaded.pipeline.clone()));
+    catalog.local_only = args.local_only;
+    catalog.pipeline_file = args.file.display().to_string();
+    let catalog = Arc::new(catalog);
     let options = WalkOptions {
         run_id,
         jobs,
         fail_fast: args.fail_fast,
         base_dir,
         run_dir: run_dir.clone(),
-        state_dir,
         env: Arc::new(env),
+        force: walk::Force { all: args.force, ids: args.force_step.iter().cloned().collect() },
+        resumed,
+        fingerprints: Some(fingerprints),
+        approvals: approvals.clone(),
+        state_dir,
     };
     if let Ok(exe) = std::env::current_exe() {
         steps::process::enable_guardian(exe);
@@ -325,12 +504,18 @@ fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -
     let mut reporter: Box<dyn Reporter> = match args.output {
         OutputFormat::Json => Box::new(JsonReporter::new(std::io::stdout().lock())),
         OutputFormat::Plain => Box::new(PlainReporter::new(std::io::stdout().lock())),
-        OutputFormat::Auto if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() => {
-            Box::new(TtyReporter::new())
+        // In CodeBuild (its logs go to CloudWatch) and other CI: plain lines.
+        OutputFormat::Auto
+            if std::io::stderr().is_terminal()
+                && std::env::var_os("CI").is_none()
+                && std::env::var_os("CODEBUILD_BUILD_ID").is_none() =>
+        {
+            Box::new(TtyReporter::new(approvals))
         }
         OutputFormat::Auto => Box::new(PlainReporter::new(std::io::stdout().lock())),
     };
     let mut summary = Summary::new(run_dir.display().to_string());
+    let mut junit = args.junit.as_deref().map(JunitReporter::new);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -351,26 +536,61 @@ fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -
             eprintln!("error: preflight: {e}");
         }
         eprintln!("nothing ran: no Deploy can act in its account (fix the access above and run again)");
+        if let Some(junit) = &mut junit {
+            junit.not_run(name, &options.run_id, "preflight", &preflight.join("\n"));
+            if let Err(e) = junit.write() {
+                eprintln!("error: {e}");
+            }
+        }
         return Ok(ExitCode::from(FAILED));
     }
-    let outcome = runtime.block_on(async move {
+    let outcome: Result<walk::RunOutcome, String> = runtime.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(None);
         tokio::spawn(forward_signals(stop_tx));
-        let (tx, mut rx) = mpsc::channel(1024);
-        let catalog: Arc<dyn engine::step::Catalog> = catalog;
-        let walker = tokio::spawn(async move { walk::walk(&plan, catalog, options, stop_rx, tx).await });
-        while let Some(event) = rx.recv().await {
-            summary.event(&event);
-            recorder.handle(&event);
-            reporter.event(&event);
+        let (mut plan, mut catalog, mut options) = (plan, catalog, options);
+        loop {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let walk_plan = Arc::new(plan);
+            let walker = {
+                let (plan, stop_rx, options) = (Arc::clone(&walk_plan), stop_rx.clone(), options.clone());
+                let catalog: Arc<dyn engine::step::Catalog> = catalog.clone();
+                tokio::spawn(async move { walk::walk(&plan, catalog, options, stop_rx, tx).await })
+            };
+            while let Some(event) = rx.recv().await {
+                summary.event(&event);
+                recorder.handle(&event);
+                reporter.event(&event);
+                if let Some(junit) = &mut junit {
+                    junit.event(&event);
+                }
+            }
+            let outcome = walker.await.map_err(|e| format!("error: the run crashed: {e}\n"))?;
+            let Some(restart) = outcome.restart else {
+                reporter.finish(&summary);
+                if let Some(e) = &recorder.error {
+                    eprintln!("warning: {e}");
+                }
+                if let Some(Err(e)) = junit.as_ref().map(JunitReporter::write) {
+                    eprintln!("error: {e}");
+                }
+                return Ok(outcome);
+            };
+            // SelfUpdate: plan the new definition; completed nodes it did not change are reused.
+            let old = Arc::try_unwrap(walk_plan).unwrap_or_else(|p| (*p).clone());
+            let (new_plan, new_catalog) = plan_from_text(&restart.path, restart.text, &catalog)?;
+            options.resumed = runs::reusable(&old, &new_plan, recorder.state());
+            options.fingerprints = Some(
+                engine::incremental::FingerprintStore::load(
+                    &options.state_dir,
+                    &new_plan.pipeline.loaded.pipeline.name,
+                )
+                .map_err(|e| format!("error: {e}\n"))?,
+            );
+            plan = new_plan;
+            catalog = new_catalog;
         }
-        reporter.finish(&summary);
-        if let Some(e) = &recorder.error {
-            eprintln!("warning: {e}");
-        }
-        walker.await
     });
-    let outcome = outcome.map_err(|e| format!("error: the run crashed: {e}\n"))?;
+    let outcome = outcome?;
     Ok(match outcome.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(FAILED),
@@ -406,7 +626,7 @@ fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) 
     let mut seen = std::collections::BTreeSet::new();
     for (i, refs) in valid.env_refs.iter().enumerate() {
         let step = &valid.loaded.pipeline.steps[i];
-        if catalog.source_dirs.contains_key(&step.id) {
+        if matches!(step.kind, StepKind::Source(_)) && catalog.checkout_of(&step.id).is_some() {
             continue;
         }
         for (name, span) in refs {

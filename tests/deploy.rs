@@ -35,9 +35,14 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// `runner run pipelines/<env>.ron --source-dir <copy> --output json` against the emulator.
 fn run_pipeline(moto: &Moto, env: &str, copy: &Path) -> Output {
+    run_pipeline_with(moto, env, copy, &[])
+}
+
+fn run_pipeline_with(moto: &Moto, env: &str, copy: &Path, extra: &[&str]) -> Output {
     let pipeline = repo_root().join(format!("pipelines/{env}.ron"));
     moto.env(Test::new())
         .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.to_str().unwrap(), "--output", "json"])
+        .args(extra)
         .run()
 }
 
@@ -133,13 +138,24 @@ result["s3_template"] = cfn.get_template(StackName="DataLakeS3")["TemplateBody"]
 }
 
 #[test]
-fn a_second_run_with_nothing_changed_reports_every_stack_unchanged() {
+fn a_second_run_with_nothing_changed_skips_every_stack_without_a_change_set() {
     let moto = Moto::start();
     let copy = working_copy();
     run_pipeline(&moto, "prod", copy.path()).assert_code(0);
     let before = moto.boto(Some(PROD), r#"result["changed"] = sorted(str(s.get("LastUpdatedTime")) for s in client("cloudformation").describe_stacks()["Stacks"])"#);
 
+    // The deployed template and parameters match: up to date, no change set round trip.
     let out = run_pipeline(&moto, "prod", copy.path());
+    out.assert_code(0);
+    let s = statuses(&out);
+    for stack in ["DataLakeVpc", "DataLakeS3", "DataLakeDynamoDb"] {
+        assert_eq!(s[&format!("deploy-prod/{stack}")], "up_to_date", "{}", out.dump());
+    }
+    assert_eq!(out.stdout.matches("nothing to do (no change set)").count(), 3, "{}", out.dump());
+    assert!(!out.stdout.contains("the change set was empty"), "no change set was made");
+
+    // Forced, the stacks go through change sets, which come back empty: unchanged.
+    let out = run_pipeline_with(&moto, "prod", copy.path(), &["--force"]);
     out.assert_code(0);
     let s = statuses(&out);
     for stack in ["DataLakeVpc", "DataLakeS3", "DataLakeDynamoDb"] {
@@ -176,8 +192,8 @@ fn a_changed_template_updates_only_its_stack() {
     out.assert_code(0);
     let s = statuses(&out);
     assert_eq!(s["deploy-prod/DataLakeS3"], "succeeded", "{}", out.dump());
-    assert_eq!(s["deploy-prod/DataLakeVpc"], "unchanged");
-    assert_eq!(s["deploy-prod/DataLakeDynamoDb"], "unchanged");
+    assert_eq!(s["deploy-prod/DataLakeVpc"], "up_to_date");
+    assert_eq!(s["deploy-prod/DataLakeDynamoDb"], "up_to_date");
     let state = moto.boto(
         Some(PROD),
         r#"

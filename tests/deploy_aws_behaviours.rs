@@ -6,10 +6,14 @@
 mod aws_double;
 mod common;
 
-use aws_double::{assumed_role, caller_identity, change_set, done, error, events, no_stack, stack, ScriptedAws};
+use aws_double::{
+    assumed_role, caller_identity, change_set, done, error, events, no_stack, stack, template, ScriptedAws,
+};
 use common::{Output, Test};
 
 const ACCOUNT: &str = "111111111111";
+/// What the stacks run before the deploys under test: another template than [`TEMPLATE`].
+const OLD_TEMPLATE: &str = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n";
 const TEMPLATE: &str = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n  Table:\n    Type: AWS::DynamoDB::Table\n";
 
 fn pipeline(method: &str, retries: u32) -> String {
@@ -204,7 +208,8 @@ fn a_stack_left_in_review_in_progress_is_deleted_and_created() {
 #[test]
 fn update_stack_no_updates_to_be_performed_means_unchanged() {
     let aws = with_access();
-    aws.script("DescribeStacks", vec![stack("Data", "UPDATE_COMPLETE", None)])
+    aws.script("GetTemplate", vec![template(OLD_TEMPLATE)])
+        .script("DescribeStacks", vec![stack("Data", "UPDATE_COMPLETE", None)])
         .script("UpdateStack", vec![error(400, "Sender", "ValidationError", "No updates are to be performed.")]);
     let out = run(&aws, "Direct", 0);
     out.assert_code(0);
@@ -217,7 +222,8 @@ fn update_stack_no_updates_to_be_performed_means_unchanged() {
 #[test]
 fn an_empty_change_set_is_deleted_and_the_stack_unchanged() {
     let aws = with_access();
-    aws.script("DescribeStacks", vec![stack("Data", "CREATE_COMPLETE", None)])
+    aws.script("GetTemplate", vec![template(OLD_TEMPLATE)])
+        .script("DescribeStacks", vec![stack("Data", "CREATE_COMPLETE", None)])
         .script("CreateChangeSet", vec![done("CreateChangeSet", "<Id>arn:cs</Id><StackId>arn:stack</StackId>")])
         .script("DescribeChangeSet", vec![change_set("CREATE_PENDING", None), change_set("FAILED", Some("The submitted information didn't contain changes. Submit different information to create a change set."))])
         .script("DeleteChangeSet", vec![done("DeleteChangeSet", "")]);
@@ -294,6 +300,7 @@ fn a_failed_execute_is_retried_with_a_fresh_change_set() {
             stack("Data", "UPDATE_COMPLETE", None),
         ],
     )
+    .script("GetTemplate", vec![template(OLD_TEMPLATE)])
     .script("CreateChangeSet", vec![done("CreateChangeSet", "<Id>arn:cs</Id><StackId>arn:stack</StackId>")])
     .script("DescribeChangeSet", vec![change_set("CREATE_COMPLETE", None)])
     .script("ExecuteChangeSet", vec![done("ExecuteChangeSet", "")])
@@ -324,4 +331,19 @@ fn a_failed_execute_is_retried_with_a_fresh_change_set() {
     let retry = out.json_lines().into_iter().find(|e| e["event"] == "node_retrying").expect("a retry event");
     assert!(retry["reason"].as_str().unwrap().contains("Throughput exceeds the current quota"), "{retry}");
     assert_eq!(finished(&out, "deploy/Data")["status"], "succeeded");
+}
+
+/// API_GetTemplate.html: the template as submitted. When it, the parameters and the tags match what is to be
+/// deployed, no change set is made at all (a CloudFormation change set takes seconds to compute on AWS).
+#[test]
+fn a_stack_already_running_the_template_is_up_to_date_without_a_change_set() {
+    let aws = with_access();
+    aws.script("DescribeStacks", vec![stack("Data", "UPDATE_COMPLETE", None)])
+        .script("GetTemplate", vec![template(TEMPLATE)]);
+    let out = run(&aws, "ChangeSet", 0);
+    out.assert_code(0);
+    assert_eq!(finished(&out, "deploy/Data")["status"], "up_to_date");
+    assert_eq!(finished(&out, "after")["outputs"]["BUCKET"], "data-Data", "outputs still flow");
+    let actions = aws.actions();
+    assert!(!actions.iter().any(|a| a.contains("ChangeSet") || a == "UpdateStack"), "{actions:?}");
 }

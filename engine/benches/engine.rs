@@ -10,7 +10,6 @@
 //! wall time within 2% of its critical path.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -262,13 +261,8 @@ fn run_dir() -> PathBuf {
 
 fn options(jobs: usize, run_dir: &Path) -> WalkOptions {
     WalkOptions {
-        run_id: "bench".into(),
         jobs,
-        fail_fast: false,
-        base_dir: std::env::temp_dir(),
-        state_dir: run_dir.to_path_buf(),
-        run_dir: run_dir.to_path_buf(),
-        env: Arc::new(HashMap::new()),
+        ..WalkOptions::new("bench", std::env::temp_dir(), run_dir.to_path_buf(), run_dir.to_path_buf())
     }
 }
 
@@ -418,6 +412,51 @@ fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
+/// Live heap after each planning phase, bytes per step.
+struct PlanMemory {
+    text: f64,
+    /// `SourceMap::index` of the text alone (part of `loaded`).
+    source_map: f64,
+    /// Text, model and source map.
+    loaded: f64,
+    valid: f64,
+    plan: f64,
+}
+
+fn plan_memory(shape: Shape, steps: usize) -> PlanMemory {
+    let work = move || {
+        let dag = Dag::new(shape, steps, LAYER_WIDTH, SEED);
+        let catalog = BenchCatalog;
+        let live = || LIVE.load(Ordering::SeqCst) as f64 / steps as f64;
+        LIVE.store(0, Ordering::SeqCst);
+        COUNTING.store(true, Ordering::SeqCst);
+        let text = dag.ron(|_| "noop".to_string());
+        let text_bytes = live();
+        let map = engine::source_map::SourceMap::index(&text);
+        let source_map = live() - text_bytes;
+        drop(map);
+        let loaded = engine::load::parse(Path::new("bench.ron"), text).expect("parse");
+        let loaded_bytes = live();
+        let valid = engine::validate::validate(loaded, &catalog, &|_| None).expect("valid");
+        let valid_bytes = live();
+        let plan = Plan::build(valid, &catalog, &PlanContext { base_dir: std::env::temp_dir() }).expect("plan");
+        let plan_bytes = live();
+        COUNTING.store(false, Ordering::SeqCst);
+        drop(plan);
+        PlanMemory { text: text_bytes, source_map, loaded: loaded_bytes, valid: valid_bytes, plan: plan_bytes }
+    };
+    std::thread::Builder::new().stack_size(PLANNING_STACK).spawn(work).expect("thread").join().expect("planning")
+}
+
+/// Heap left allocated by creating and dropping one `StopSignal::never()`.
+fn never_signal_leak() -> i64 {
+    LIVE.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    drop(std::hint::black_box(engine::step::StopSignal::never()));
+    COUNTING.store(false, Ordering::SeqCst);
+    LIVE.load(Ordering::SeqCst)
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Cases
 
@@ -492,7 +531,7 @@ impl CaseResult {
 fn runs_for(steps: usize) -> usize {
     match steps {
         0..=2_000 => 30,
-        2_001..=20_000 => 7,
+        2_001..=20_000 => 15,
         _ => 1,
     }
 }
@@ -678,12 +717,12 @@ fn main() {
     }
 
     if !results.is_empty() {
-        println!("No-op DAGs: walk = median wall time of the walk (runs), per step = walk / steps");
+        println!("No-op DAGs: walk = median of `runs` walks; per step = walk / steps; min = the fastest walk per step");
         println!(
-            "| shape   |   steps |   edges | jobs | plan ms (parse+valid+build) |  walk ms | per step µs | events | runs |"
+            "| shape   |   steps |   edges | jobs | plan ms (parse+valid+build) |  walk ms | per step µs | min µs | events | runs |"
         );
         println!(
-            "|---------|--------:|--------:|-----:|-----------------------------|---------:|------------:|-------:|-----:|"
+            "|---------|--------:|--------:|-----:|-----------------------------|---------:|------------:|-------:|-------:|-----:|"
         );
         for r in &results {
             let plan = format!(
@@ -694,7 +733,7 @@ fn main() {
                 ms(r.plan.build)
             );
             println!(
-                "| {:<7} | {:>7} | {:>7} | {:>4} | {:<27} | {:>8} | {:>11} | {:>6} | {:>4} |",
+                "| {:<7} | {:>7} | {:>7} | {:>4} | {:<27} | {:>8} | {:>11} | {:>6} | {:>6} | {:>4} |",
                 r.shape,
                 r.steps,
                 r.edges,
@@ -702,6 +741,7 @@ fn main() {
                 plan,
                 ms(r.walk),
                 us(r.per_step()),
+                us(r.walk_min / r.steps as u32),
                 r.events,
                 r.runs
             );
@@ -751,10 +791,40 @@ fn main() {
             }
         }
         println!();
+        println!(
+            "StopSignal::never() leaves {} bytes allocated once dropped; size_of::<NodeContext>() = {} bytes, \
+             size_of::<Step>() = {} bytes",
+            never_signal_leak(),
+            std::mem::size_of::<NodeContext>(),
+            std::mem::size_of::<Step>()
+        );
+        println!();
+        println!("Live heap after each planning phase at 100k steps, bytes per step (cumulative)");
+        println!(
+            "| shape   | RON text | + parse (model, source map, text) | of which source map | + validate | + plan |"
+        );
+        println!(
+            "|---------|---------:|----------------------------------:|--------------------:|-----------:|-------:|"
+        );
+        for shape in Shape::ALL {
+            let m = plan_memory(shape, 100_000);
+            println!(
+                "| {:<7} | {:>8.0} | {:>33.0} | {:>19.0} | {:>10.0} | {:>6.0} |",
+                shape.name(),
+                m.text,
+                m.loaded,
+                m.source_map,
+                m.valid,
+                m.plan
+            );
+        }
+        println!();
     }
 
+    let mut sleep_overheads = Vec::new();
     if "sleeping".contains(&filter) || filter.is_empty() {
         let (steps, edges, runs) = sleeping(5);
+        sleep_overheads = runs.iter().map(|r| pct(r.wall, r.critical)).collect();
         println!(
             "Sleeping DAG: {steps} steps, {edges} edges, layered 20 wide, 5-50 ms each, jobs unlimited; \
              nominal critical path {} ms",
@@ -785,5 +855,40 @@ fn main() {
         println!();
     }
 
-    println!("Targets: < 5 µs per step at 10k steps; peak RSS < 100 MB at 100k steps; sleeping DAG wall within 2% of its critical path.");
+    println!("Targets");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let at_10k: Vec<&CaseResult> = results.iter().filter(|r| r.steps == 10_000).collect();
+    if let Some(worst) = at_10k.iter().max_by_key(|r| r.per_step()) {
+        let best = at_10k.iter().min_by_key(|r| r.per_step()).unwrap();
+        println!(
+            "- overhead per step at 10k steps < 5 µs: {} ({} to {} µs; worst {} jobs={})",
+            verdict(worst.per_step() < Duration::from_micros(5)),
+            us(best.per_step()),
+            us(worst.per_step()),
+            worst.shape,
+            worst.jobs
+        );
+    }
+    let peaks: Vec<&CaseResult> = results.iter().filter(|r| r.hwm_total.is_some()).collect();
+    if let Some(worst) = peaks.iter().max_by_key(|r| r.hwm_total) {
+        let best = peaks.iter().min_by_key(|r| r.hwm_total).unwrap();
+        let walk_adds = |r: &CaseResult| mb(r.hwm_walk.unwrap_or(0).saturating_sub(r.rss_before_walk.unwrap_or(0)));
+        println!(
+            "- peak memory at 100k steps < 100 MB: {} ({:.0} to {:.0} MB; the walk alone adds {:.0} to {:.0} MB)",
+            verdict(mb(worst.hwm_total.unwrap_or(0)) < 100.0),
+            mb(best.hwm_total.unwrap_or(0)),
+            mb(worst.hwm_total.unwrap_or(0)),
+            peaks.iter().map(|r| walk_adds(r)).fold(f64::INFINITY, f64::min),
+            peaks.iter().map(|r| walk_adds(r)).fold(0.0, f64::max),
+        );
+    }
+    if !sleep_overheads.is_empty() {
+        let worst = sleep_overheads.iter().copied().fold(f64::MIN, f64::max);
+        sleep_overheads.sort_by(f64::total_cmp);
+        let median = sleep_overheads[sleep_overheads.len() / 2];
+        println!(
+            "- sleeping DAG wall within 2% of its critical path: {} (median run {median:.2}%, worst {worst:.2}%)",
+            verdict(median < 2.0)
+        );
+    }
 }

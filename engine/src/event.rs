@@ -124,6 +124,14 @@ pub enum EventKind {
         duration_ms: Duration,
         outputs: BTreeMap<String, String>,
         error: Option<String>,
+        /// The workspace the node made (a Source's checkout), for resumed runs.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        workspace: Option<std::path::PathBuf>,
+    },
+    /// The walk stopped starting nodes to restart from a new pipeline definition; a new `run_started` follows.
+    RunRestarting {
+        node: String,
+        reason: String,
     },
     RunFinished {
         status: RunStatus,

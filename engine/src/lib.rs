@@ -1,9 +1,11 @@
 //! The engine of `runner`: the pipeline model, validation with positions, the plan (a petgraph DAG of nodes),
 //! the tokio walker and its event stream, run records and summaries. It knows nothing of AWS, git or terminals.
 
+pub mod approval;
 pub mod diagnostic;
 pub mod event;
 pub mod graph;
+pub mod incremental;
 pub mod load;
 pub mod model;
 pub mod plan;

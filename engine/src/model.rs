@@ -55,6 +55,48 @@ pub struct Step {
     pub retries: Option<u32>,
     #[serde(default)]
     pub retry_backoff: Option<String>,
+    /// Skip the step when nothing it depends on changed since its last success (Shell steps opt in; they may
+    /// have side effects). Deploy and Publish always check with the cloud instead.
+    #[serde(default)]
+    pub incremental: bool,
+    /// Files, directories or globs (relative to the workspace) whose content is part of the step's fingerprint.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Where the step runs: here (default), or in an AWS CodeBuild build when one machine is not enough.
+    #[serde(default)]
+    pub run_on: RunOn,
+}
+
+/// Where a step runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum RunOn {
+    #[default]
+    Local,
+    /// Start a build of this CodeBuild project that runs `runner step <pipeline> <step>`.
+    CodeBuild(CodeBuildTarget),
+}
+
+/// A CodeBuild project a step is dispatched to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBuildTarget {
+    pub project: String,
+    /// Region of the project; default: the caller's.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    /// e.g. `BUILD_GENERAL1_LARGE`.
+    #[serde(default)]
+    pub compute_type: Option<String>,
+    /// Extra environment of the build.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Bucket where `runner step` in the build writes the step's outputs for the dispatcher to read.
+    pub outputs_bucket: String,
+    /// The pipeline file as the build sees it in its source; default: the file given to `runner run`.
+    #[serde(default)]
+    pub pipeline: Option<String>,
 }
 
 /// What a step does. One variant per step kind; each kind is one module in the `steps` crate.
@@ -64,6 +106,8 @@ pub enum StepKind {
     Shell(ShellSpec),
     Deploy(DeploySpec),
     Publish(PublishSpec),
+    Approval(ApprovalSpec),
+    SelfUpdate(SelfUpdateSpec),
 }
 
 impl StepKind {
@@ -74,6 +118,8 @@ impl StepKind {
             StepKind::Shell(_) => "Shell",
             StepKind::Deploy(_) => "Deploy",
             StepKind::Publish(_) => "Publish",
+            StepKind::Approval(_) => "Approval",
+            StepKind::SelfUpdate(_) => "SelfUpdate",
         }
     }
 }
@@ -87,6 +133,46 @@ pub struct SourceSpec {
     /// Left out: the remote's default branch.
     #[serde(default)]
     pub reference: Option<GitReference>,
+    /// Credentials for the remote; left out: none (public or local repositories; SSH URLs try the agent).
+    #[serde(default)]
+    pub auth: Option<GitAuth>,
+}
+
+/// How a Source authenticates to its remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum GitAuth {
+    /// HTTPS with a token as the password (user name `x-access-token`, accepted by GitHub, GitLab, Gitea).
+    Token(SecretValue),
+    /// HTTPS basic authentication with a user name and a password or token.
+    Basic { username: String, password: SecretValue },
+    /// SSH through the running ssh-agent (`SSH_AUTH_SOCK`).
+    SshAgent,
+    /// SSH with a private key file (`~` is the home directory); `passphrase` when the key has one.
+    SshKey {
+        path: String,
+        #[serde(default)]
+        passphrase: Option<SecretValue>,
+    },
+}
+
+/// Where a secret value (a token, a password) is read from when the step runs. It never reaches a log, an error
+/// message or the run state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum SecretValue {
+    /// An environment variable of the runner (or of the step's `env`).
+    Env(String),
+    /// A file holding the value (surrounding whitespace ignored).
+    File(String),
+    /// AWS Secrets Manager: the secret's string, or one field of it when it is JSON and `key` is given.
+    Secret {
+        name: String,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        key: Option<String>,
+    },
 }
 
 /// Which revision a Source checks out.
@@ -249,4 +335,22 @@ pub struct Destination {
     /// Prepended to every object key (e.g. `assets/`).
     #[serde(default)]
     pub prefix: Option<String>,
+}
+
+/// Wait for a person before going on (e.g. before the prod stage).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// What the person is asked.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Compare the pipeline definition in the new source with the one the run started from; restart from it when
+/// it changed (CDK Pipelines' self-mutation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfUpdateSpec {
+    /// The pipeline file's path in the source workspace, e.g. `pipelines/prod.ron`.
+    pub pipeline: String,
 }

@@ -21,6 +21,29 @@ pub struct RunState {
     /// `running`, `succeeded`, `failed`, `interrupted`.
     pub status: String,
     pub nodes: BTreeMap<String, NodeState>,
+    /// The pipeline file the run started from.
+    #[serde(default)]
+    pub pipeline_file: String,
+    /// Each step's definition as written (a hash): a resume refuses when completed steps changed.
+    #[serde(default)]
+    pub steps: BTreeMap<String, String>,
+    /// When the run was resumed or restarted.
+    #[serde(default)]
+    pub resumed: Vec<String>,
+    /// Why the run restarted from a new definition (SelfUpdate), if it did.
+    #[serde(default)]
+    pub restarted: Option<String>,
+}
+
+impl RunState {
+    /// Read a run's `state.json`; a damaged file is an error that names it.
+    pub fn load(run_dir: &Path) -> Result<RunState, String> {
+        let path = run_dir.join("state.json");
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            format!("{} is damaged ({e}): this run cannot be resumed or shown; start a new run", path.display())
+        })
+    }
 }
 
 /// One node in `state.json`.
@@ -34,6 +57,9 @@ pub struct NodeState {
     pub error: Option<String>,
     pub outputs: BTreeMap<String, String>,
     pub log: String,
+    /// The workspace a node made (a Source's checkout): a resumed run works there again.
+    #[serde(default)]
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 /// Writes logs and state of one run.
@@ -46,9 +72,16 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(run_dir: &Path) -> std::io::Result<Self> {
+    /// Record a new run, started from `pipeline_file` whose steps' definitions hash to `steps`.
+    pub fn new(run_dir: &Path, pipeline_file: String, steps: BTreeMap<String, String>) -> std::io::Result<Self> {
         std::fs::create_dir_all(run_dir)?;
-        Ok(Recorder { dir: run_dir.to_path_buf(), state: RunState::default(), logs: HashMap::new(), error: None })
+        let state = RunState { pipeline_file, steps, ..Default::default() };
+        Ok(Recorder { dir: run_dir.to_path_buf(), state, logs: HashMap::new(), error: None })
+    }
+
+    /// Go on recording a run that was interrupted: its state is kept, its nodes' entries updated.
+    pub fn resume(run_dir: &Path, state: RunState) -> Self {
+        Recorder { dir: run_dir.to_path_buf(), state, logs: HashMap::new(), error: None }
     }
 
     fn log_path(&self, node: &str) -> PathBuf {
@@ -67,18 +100,27 @@ impl Recorder {
         let time = humantime::format_rfc3339_millis(event.time).to_string();
         match &event.kind {
             EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
-                self.state.run_id = run_id.clone();
+                if self.state.run_id == *run_id {
+                    self.state.resumed.push(time);
+                } else {
+                    self.state.run_id = run_id.clone();
+                    self.state.started = time;
+                }
                 self.state.pipeline = pipeline.clone();
-                self.state.started = time;
                 self.state.status = "running".into();
+                self.state.finished = None;
                 for n in nodes {
-                    self.add_node(&n.id);
+                    if !self.state.nodes.contains_key(&n.id) {
+                        self.add_node(&n.id);
+                    }
                 }
                 self.save()?;
             }
             EventKind::NodesAdded { nodes, .. } => {
                 for n in nodes {
-                    self.add_node(&n.id);
+                    if !self.state.nodes.contains_key(&n.id) {
+                        self.add_node(&n.id);
+                    }
                 }
                 self.save()?;
             }
@@ -106,11 +148,13 @@ impl Recorder {
                 }
             }
             EventKind::Log { node, line, .. } => {
+                // Flushed per line: people follow logs with `tail -f` while the step runs.
                 if let Some(log) = self.logs.get_mut(node) {
                     writeln!(log, "{line}")?;
+                    log.flush()?;
                 }
             }
-            EventKind::NodeFinished { node, status, duration_ms, outputs, error } => {
+            EventKind::NodeFinished { node, status, duration_ms, outputs, error, workspace } => {
                 if let Some(mut log) = self.logs.remove(node) {
                     log.flush()?;
                 }
@@ -121,6 +165,7 @@ impl Recorder {
                     }
                     n.error = error.clone();
                     n.outputs = outputs.clone();
+                    n.workspace = workspace.clone();
                 }
                 self.save()?;
             }
@@ -130,6 +175,10 @@ impl Recorder {
                 }
                 self.state.finished = Some(time);
                 self.state.status = serde_json::to_value(status)?.as_str().unwrap_or("failed").to_string();
+                self.save()?;
+            }
+            EventKind::RunRestarting { reason, .. } => {
+                self.state.restarted = Some(reason.clone());
                 self.save()?;
             }
             EventKind::Progress { .. } | EventKind::ApprovalRequested { .. } => {}

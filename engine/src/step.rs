@@ -139,6 +139,10 @@ pub struct NodeContext {
     pub timeout: Option<Duration>,
     pub stop: StopSignal,
     pub events: EventSink,
+    /// `--force` / `--force-step`: do the work even where a shortcut says nothing changed.
+    pub force: bool,
+    /// Where approval requests wait for a person's answer.
+    pub approvals: crate::approval::ApprovalDesk,
 }
 
 /// Sends a node's log lines and progress into the event stream.
@@ -161,6 +165,12 @@ impl EventSink {
     /// The channel behind the sink (the engine sends retry events through it).
     pub fn sender(&self) -> mpsc::Sender<Event> {
         self.tx.clone()
+    }
+
+    /// Ask for a person's approval (the answer comes through the [`crate::approval::ApprovalDesk`]).
+    pub async fn approval_requested(&self, message: impl Into<String>) {
+        let kind = EventKind::ApprovalRequested { node: self.node.to_string(), message: message.into() };
+        let _ = self.tx.send(Event::now(kind)).await;
     }
 
     /// Progress from synchronous code (e.g. a libgit2 callback): dropped when the channel is full.
@@ -197,6 +207,18 @@ pub struct NodeSuccess {
     pub workspace: Option<PathBuf>,
     /// The node expanded at run time into these parts, to be spliced into the graph.
     pub expansion: Vec<Part>,
+    /// The pipeline's definition changed (SelfUpdate): start nothing more, and restart the run from this one.
+    pub restart: Option<Restart>,
+}
+
+/// A new pipeline definition to restart the run from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// Where the new definition was read (named in messages).
+    pub path: PathBuf,
+    pub text: String,
+    /// What changed, for the log and the summary: `step `lint` added; `build` changed`.
+    pub reason: String,
 }
 
 /// Why a node did not succeed.

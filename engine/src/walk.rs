@@ -2,7 +2,7 @@
 //! it never prints. A failed node skips everything downstream (marked before anything else is released); a stop
 //! (fail-fast abort, Ctrl-C, a second Ctrl-C) only ever escalates.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::event::{Event, EventKind, NodeInfo, RunStatus, Status};
+use crate::approval::ApprovalDesk;
+use crate::event::{Event, EventKind, NodeInfo, RunStatus, Status, Stream};
+use crate::incremental::{Fingerprint, FingerprintStore, LastSuccess};
 use crate::model::Step;
 use crate::plan::Plan;
 use crate::step::{
@@ -35,11 +37,60 @@ pub struct WalkOptions {
     pub run_dir: PathBuf,
     /// The environment `${env:...}` reads (checked complete before the walk).
     pub env: Arc<HashMap<String, String>>,
+    /// `--force` / `--force-step`.
+    pub force: Force,
+    /// Nodes of an interrupted run being resumed: done there, reused here.
+    pub resumed: HashMap<String, Reused>,
+    /// Last successes of incremental steps; `None` runs everything.
+    pub fingerprints: Option<FingerprintStore>,
+    pub approvals: ApprovalDesk,
+}
+
+impl WalkOptions {
+    /// Options with no forcing, no resume, no fingerprints.
+    pub fn new(run_id: &str, base_dir: PathBuf, state_dir: PathBuf, run_dir: PathBuf) -> Self {
+        WalkOptions {
+            run_id: run_id.to_string(),
+            jobs: 16,
+            fail_fast: false,
+            base_dir,
+            state_dir,
+            run_dir,
+            env: Arc::default(),
+            force: Force::default(),
+            resumed: HashMap::new(),
+            fingerprints: None,
+            approvals: ApprovalDesk::default(),
+        }
+    }
+}
+
+/// Which nodes do their work even when nothing changed.
+#[derive(Debug, Clone, Default)]
+pub struct Force {
+    pub all: bool,
+    /// Step or node ids.
+    pub ids: HashSet<String>,
+}
+
+impl Force {
+    pub fn applies(&self, node: &str, step: &str) -> bool {
+        self.all || self.ids.contains(node) || self.ids.contains(step)
+    }
+}
+
+/// A node done in an earlier attempt of this run.
+#[derive(Debug, Clone, Default)]
+pub struct Reused {
+    pub outputs: Outputs,
+    pub workspace: Option<PathBuf>,
 }
 
 /// How each node ended, and the run.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
+    /// Set when a node asked for a restart: the walk ended early, nothing was marked cancelled.
+    pub restart: Option<crate::step::Restart>,
     pub status: RunStatus,
     pub duration: Duration,
     pub nodes: Vec<NodeOutcome>,
@@ -69,6 +120,8 @@ struct Node {
     workspace: Option<Arc<PathBuf>>,
     started: Option<Instant>,
     duration: Duration,
+    /// Set when fingerprints are kept: what this node's result depends on.
+    fingerprint: Option<String>,
 }
 
 type Finished = (usize, Result<NodeSuccess, StepError>);
@@ -90,14 +143,33 @@ pub async fn walk(
         jobs: w.options.jobs,
     })
     .await;
-    let mut ready: VecDeque<usize> = (0..w.nodes.len()).filter(|&i| w.nodes[i].pending == 0).collect();
+    let mut ready: VecDeque<usize> = VecDeque::new();
+    let reused: Vec<(usize, Reused)> =
+        (0..w.nodes.len()).filter_map(|i| w.options.resumed.get(&*w.nodes[i].id).map(|r| (i, r.clone()))).collect();
+    for (i, r) in reused {
+        let line = "done in the interrupted run: reused".to_string();
+        w.emit(EventKind::Log { node: w.nodes[i].id.to_string(), stream: Stream::Runner, line }).await;
+        let success = NodeSuccess {
+            status: Some(Status::UpToDate),
+            outputs: r.outputs,
+            workspace: r.workspace,
+            ..Default::default()
+        };
+        w.finish(i, Ok(success), &mut ready).await;
+    }
+    // Every node now free to start, in plan order (the reused nodes' releases included).
+    ready.clear();
+    ready.extend((0..w.nodes.len()).filter(|&i| w.nodes[i].pending == 0 && w.nodes[i].status.is_none()));
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut signals_open = true;
     loop {
-        while w.stop.borrow().is_none() && (w.options.jobs == 0 || tasks.len() < w.options.jobs) {
+        while w.stop.borrow().is_none() && w.restart.is_none() && (w.options.jobs == 0 || tasks.len() < w.options.jobs)
+        {
             let Some(i) = ready.pop_front() else { break };
-            if let Err(e) = w.start(i, &mut tasks).await {
-                w.finish(i, Err(e), &mut ready).await;
+            match w.start(i, &mut tasks).await {
+                Ok(None) => {}
+                Ok(Some(up_to_date)) => w.finish(i, Ok(up_to_date), &mut ready).await,
+                Err(e) => w.finish(i, Err(e), &mut ready).await,
             }
         }
         if tasks.is_empty() {
@@ -118,6 +190,17 @@ pub async fn walk(
                 }
             }
         }
+    }
+    if let Some((node, restart)) = w.restart.take() {
+        w.emit(EventKind::RunRestarting { node, reason: restart.reason.clone() }).await;
+        return RunOutcome {
+            restart: Some(restart),
+            status: RunStatus::Succeeded,
+            duration: start.elapsed(),
+            nodes: w.outcomes(),
+            critical_path: Vec::new(),
+            critical_path_duration: Duration::ZERO,
+        };
     }
     let stopped = *w.stop.borrow();
     for i in 0..w.nodes.len() {
@@ -147,22 +230,7 @@ pub async fn walk(
         critical_path_ms: critical_path_duration,
     })
     .await;
-    RunOutcome {
-        status,
-        duration,
-        nodes: w
-            .nodes
-            .iter()
-            .map(|n| NodeOutcome {
-                id: n.id.to_string(),
-                status: n.status.unwrap_or(Status::Cancelled),
-                duration: n.duration,
-                error: n.error.clone(),
-            })
-            .collect(),
-        critical_path,
-        critical_path_duration,
-    }
+    RunOutcome { restart: None, status, duration, nodes: w.outcomes(), critical_path, critical_path_duration }
 }
 
 struct Walker<'p> {
@@ -173,6 +241,8 @@ struct Walker<'p> {
     nodes: Vec<Node>,
     by_id: HashMap<Arc<str>, usize>,
     stop: watch::Sender<Option<StopReason>>,
+    /// A node asked to restart from a new definition: nothing more starts.
+    restart: Option<(String, crate::step::Restart)>,
 }
 
 impl<'p> Walker<'p> {
@@ -193,6 +263,7 @@ impl<'p> Walker<'p> {
                 workspace: None,
                 started: None,
                 duration: Duration::ZERO,
+                fingerprint: None,
             })
             .collect();
         for e in g.raw_edges() {
@@ -206,7 +277,7 @@ impl<'p> Walker<'p> {
         }
         let by_id = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
         let (stop, _) = watch::channel(None);
-        Walker { plan, catalog, options, events, nodes, by_id, stop }
+        Walker { plan, catalog, options, events, nodes, by_id, stop, restart: None }
     }
 
     async fn emit(&self, kind: EventKind) {
@@ -224,12 +295,25 @@ impl<'p> Walker<'p> {
         });
     }
 
+    fn outcomes(&self) -> Vec<NodeOutcome> {
+        self.nodes
+            .iter()
+            .map(|n| NodeOutcome {
+                id: n.id.to_string(),
+                status: n.status.unwrap_or(Status::Cancelled),
+                duration: n.duration,
+                error: n.error.clone(),
+            })
+            .collect()
+    }
+
     fn settings(&self, step: usize) -> &StepSettings {
         &self.plan.pipeline.settings[step]
     }
 
     /// Resolve the node's step, build its context and spawn it.
-    async fn start(&mut self, i: usize, tasks: &mut JoinSet<Finished>) -> Result<(), StepError> {
+    /// `Ok(Some(_))`: the node is up to date and did not start.
+    async fn start(&mut self, i: usize, tasks: &mut JoinSet<Finished>) -> Result<Option<NodeSuccess>, StepError> {
         let node = &self.nodes[i];
         let step_index = node.step;
         let written = &self.plan.pipeline.loaded.pipeline.steps[step_index];
@@ -260,6 +344,35 @@ impl<'p> Walker<'p> {
             Some(dir) => workspace.join(dir),
             None => workspace.clone(),
         };
+        let force = self.options.force.applies(&node.id, &step.id);
+        if self.options.fingerprints.is_some() {
+            let mut fp = Fingerprint::default();
+            fp.add("step", &serde_json::to_vec(&step).unwrap_or_default());
+            fp.add("env", &serde_json::to_vec(&env).unwrap_or_default());
+            for &n in &node.needs {
+                fp.add(&self.nodes[n].id, self.nodes[n].fingerprint.as_deref().unwrap_or("-").as_bytes());
+            }
+            if !step.inputs.is_empty() {
+                fp.add_inputs(&workspace, &step.inputs).map_err(StepError::invalid)?;
+            }
+            let fp = fp.finish();
+            let last = self.options.fingerprints.as_ref().and_then(|f| f.nodes.get(&*node.id));
+            if step.incremental && !force {
+                if let Some(last) = last.filter(|l| l.fingerprint == fp) {
+                    let success = NodeSuccess {
+                        status: Some(Status::UpToDate),
+                        outputs: last.outputs.clone(),
+                        workspace: last.workspace.clone(),
+                        ..Default::default()
+                    };
+                    self.nodes[i].fingerprint = Some(fp);
+                    self.nodes[i].workspace = inherited;
+                    return Ok(Some(success));
+                }
+            }
+            self.nodes[i].fingerprint = Some(fp);
+        }
+        let node = &self.nodes[i];
         let file_stem = node_file_stem(&node.id);
         let ctx = NodeContext {
             run_id: self.options.run_id.clone(),
@@ -277,6 +390,8 @@ impl<'p> Walker<'p> {
             timeout: settings.timeout,
             stop: StopSignal::never(),
             events: EventSink::new(&node.id, self.events.clone()),
+            force,
+            approvals: self.options.approvals.clone(),
         };
         let id = node.id.to_string();
         self.nodes[i].workspace = inherited;
@@ -284,7 +399,7 @@ impl<'p> Walker<'p> {
         self.emit(EventKind::NodeStarted { node: id, attempt: 1 }).await;
         let run_stop = self.stop.subscribe();
         tasks.spawn(async move { (i, attempts(runner, ctx, settings, run_stop).await) });
-        Ok(())
+        Ok(None)
     }
 
     fn lookup(&self, _i: usize) -> NodeValues<'_> {
@@ -320,10 +435,26 @@ impl<'p> Walker<'p> {
                 if !success.expansion.is_empty() {
                     self.splice(i, &success.expansion).await;
                 }
+                if let Some(restart) = success.restart {
+                    self.restart.get_or_insert((self.nodes[i].id.to_string(), restart));
+                }
                 let node = &mut self.nodes[i];
                 node.outputs = Arc::new(success.outputs);
                 if let Some(w) = success.workspace {
                     node.workspace = Some(Arc::new(w));
+                }
+                let incremental = self.plan.pipeline.loaded.pipeline.steps[node.step].incremental;
+                if let (Some(store), Some(fp), true) =
+                    (self.options.fingerprints.as_mut(), &node.fingerprint, incremental)
+                {
+                    let last = LastSuccess {
+                        fingerprint: fp.clone(),
+                        outputs: (*node.outputs).clone(),
+                        workspace: node.workspace.as_deref().cloned(),
+                    };
+                    if let Err(e) = store.record(&node.id, last) {
+                        tracing::warn!("cannot record the fingerprint of {}: {e}", node.id);
+                    }
                 }
                 self.set_done(i, status, None).await;
                 for d in self.nodes[i].dependents.clone() {
@@ -376,8 +507,15 @@ impl<'p> Walker<'p> {
         node.status = Some(status);
         node.error = error.clone();
         let outputs = if status.is_success() { (*node.outputs).clone() } else { BTreeMap::new() };
-        let kind =
-            EventKind::NodeFinished { node: node.id.to_string(), status, duration_ms: node.duration, outputs, error };
+        let workspace = if status.is_success() { node.workspace.as_deref().cloned() } else { None };
+        let kind = EventKind::NodeFinished {
+            node: node.id.to_string(),
+            status,
+            duration_ms: node.duration,
+            outputs,
+            error,
+            workspace,
+        };
         self.emit(kind).await;
     }
 
@@ -425,6 +563,7 @@ impl<'p> Walker<'p> {
                 workspace: None,
                 started: None,
                 duration: Duration::ZERO,
+                fingerprint: None,
             });
         }
         for k in first..self.nodes.len() {

@@ -178,14 +178,11 @@ fn plan(catalog: &TestCatalog, steps: &[&str]) -> Plan {
 }
 
 fn options(jobs: usize, fail_fast: bool) -> WalkOptions {
+    let state = PathBuf::from("/nonexistent/state");
     WalkOptions {
-        run_id: "test-run".into(),
         jobs,
         fail_fast,
-        base_dir: PathBuf::from("/nonexistent/base"),
-        state_dir: PathBuf::from("/nonexistent/state"),
-        run_dir: PathBuf::from("/nonexistent/state/runs/test-run"),
-        env: Arc::new(HashMap::new()),
+        ..WalkOptions::new("test-run", PathBuf::from("/nonexistent/base"), state.clone(), state.join("runs/test-run"))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reporters: each consumes the event stream and never drives the run. Display (terminal bars or plain lines)
-//! and JSON lines; all end with the same summary table.
+//! and JSON lines; all end with the same summary table. A JUnit XML file (`--junit`) is one more consumer.
 
 mod json;
+mod junit;
 mod plain;
 mod tty;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use engine::event::{Event, EventKind, RunStatus, Status};
 
 pub use json::JsonReporter;
+pub use junit::JunitReporter;
 pub use plain::PlainReporter;
 pub use tty::TtyReporter;
 
@@ -34,6 +36,8 @@ pub struct Summary {
     pub critical_path: Vec<String>,
     pub critical_path_duration: Duration,
     pub run_dir: String,
+    /// Why the run restarted from a new definition.
+    pub restarted: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +56,9 @@ impl Summary {
     pub fn event(&mut self, event: &Event) {
         match &event.kind {
             EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
+                // A restart announces the nodes again.
+                self.rows.clear();
+                self.index.clear();
                 self.run_id = run_id.clone();
                 self.pipeline = pipeline.clone();
                 for n in nodes {
@@ -67,6 +74,7 @@ impl Summary {
                     row.error = error.clone();
                 }
             }
+            EventKind::RunRestarting { reason, .. } => self.restarted = Some(reason.clone()),
             EventKind::RunFinished { status, duration_ms, critical_path, critical_path_ms } => {
                 self.status = Some(*status);
                 self.wall = *duration_ms;
@@ -124,6 +132,9 @@ impl Summary {
             Some(RunStatus::Interrupted) => "interrupted",
             None => "ended",
         };
+        if let Some(reason) = &self.restarted {
+            let _ = writeln!(out, "restarted once: the pipeline definition changed in the source ({reason})");
+        }
         let _ = writeln!(out, "run {} {verdict}: {}; logs in {}", self.run_id, counts.join(", "), self.run_dir);
         out
     }

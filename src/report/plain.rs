@@ -53,6 +53,9 @@ impl<W: Write> Reporter for PlainReporter<W> {
             EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
                 format!("{time} [{node}] {}", finished_line(*status, *duration_ms, error.as_deref()))
             }
+            EventKind::RunRestarting { node, reason } => {
+                format!("{time} [{node}] the pipeline definition changed ({reason}): restarting the run from it")
+            }
             EventKind::RunFinished { .. } => return,
         };
         let _ = writeln!(self.out, "{line}");

@@ -4,7 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use engine::event::{Event, EventKind, Status};
+use engine::approval::{Answer, ApprovalDesk};
+use engine::event::{Event, EventKind, NodeInfo, Status};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{finished_line, Reporter, Summary};
@@ -12,6 +13,9 @@ use super::{finished_line, Reporter, Summary};
 const TAIL: usize = 15;
 
 pub struct TtyReporter {
+    approvals: ApprovalDesk,
+    /// The nodes as announced, to show what an approval lets through.
+    nodes: Vec<NodeInfo>,
     multi: MultiProgress,
     overall: ProgressBar,
     bars: HashMap<String, ProgressBar>,
@@ -20,7 +24,7 @@ pub struct TtyReporter {
 }
 
 impl TtyReporter {
-    pub fn new() -> Self {
+    pub fn new(approvals: ApprovalDesk) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
@@ -30,7 +34,7 @@ impl TtyReporter {
         );
         let style = ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {elapsed:.dim} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        TtyReporter { multi, overall, bars: HashMap::new(), tails: HashMap::new(), style }
+        TtyReporter { approvals, nodes: Vec::new(), multi, overall, bars: HashMap::new(), tails: HashMap::new(), style }
     }
 
     fn println(&self, line: String) {
@@ -38,14 +42,50 @@ impl TtyReporter {
     }
 }
 
+impl TtyReporter {
+    /// Show what the approval lets through, then ask at the terminal (on a thread: the run goes on meanwhile).
+    fn ask(&self, node: &str, message: &str) {
+        let mut downstream: Vec<&NodeInfo> = Vec::new();
+        let mut frontier = vec![node.to_string()];
+        while let Some(id) = frontier.pop() {
+            for n in self.nodes.iter().filter(|n| n.needs.contains(&id)) {
+                if !downstream.iter().any(|d| d.id == n.id) {
+                    downstream.push(n);
+                    frontier.push(n.id.clone());
+                }
+            }
+        }
+        let mut text = format!("\n? {node}: {message}\n  approving lets these run:\n");
+        for n in &downstream {
+            text.push_str(&format!("    {}  {}\n", n.id, n.description));
+        }
+        text.push_str("  approve? type y and Enter (anything else rejects)");
+        self.println(text);
+        let desk = self.approvals.clone();
+        let node = node.to_string();
+        // Not holding the bars while waiting: `runner approve` from another shell may answer first.
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_ok() {
+                let approved = matches!(line.trim().to_lowercase().as_str(), "y" | "yes");
+                desk.answer(&node, Answer { approved, by: "the terminal".into() });
+            }
+        });
+    }
+}
+
 impl Reporter for TtyReporter {
     fn event(&mut self, event: &Event) {
         match &event.kind {
             EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
+                self.nodes = nodes.clone();
                 self.overall.set_length(nodes.len() as u64);
                 self.println(format!("run {run_id}: pipeline `{pipeline}`, {} nodes", nodes.len()));
             }
-            EventKind::NodesAdded { nodes, .. } => self.overall.inc_length(nodes.len() as u64),
+            EventKind::NodesAdded { nodes, .. } => {
+                self.nodes.extend(nodes.iter().cloned());
+                self.overall.inc_length(nodes.len() as u64)
+            }
             EventKind::NodeStarted { node, .. } if self.bars.contains_key(node) => {}
             EventKind::NodeStarted { node, .. } => {
                 let bar = self.multi.insert_before(&self.overall, ProgressBar::new_spinner());
@@ -73,7 +113,7 @@ impl Reporter for TtyReporter {
             EventKind::NodeRetrying { node, attempt, reason, .. } => {
                 self.println(format!("  ↻ {node}: attempt {} failed: {reason}; retrying", attempt - 1));
             }
-            EventKind::ApprovalRequested { node, message } => self.println(format!("  ? {node}: {message}")),
+            EventKind::ApprovalRequested { node, message } => self.ask(node, message),
             EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
                 if let Some(bar) = self.bars.remove(node) {
                     bar.finish_and_clear();
@@ -92,6 +132,9 @@ impl Reporter for TtyReporter {
                         self.println(format!("      | {line}"));
                     }
                 }
+            }
+            EventKind::RunRestarting { node, reason } => {
+                self.println(format!("  ↻ {node}: the pipeline definition changed ({reason}): restarting the run"));
             }
             EventKind::RunFinished { .. } => {
                 self.overall.finish_and_clear();

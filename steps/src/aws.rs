@@ -61,10 +61,13 @@ impl Session {
     }
 }
 
+/// (region, endpoint) of a caller configuration; `None` region: the environment's.
+type BaseKey = (Option<String>, Option<String>);
+
 /// Sessions built so far, shared by every node of a run.
 #[derive(Default)]
 pub struct Sessions {
-    base: Mutex<HashMap<(String, Option<String>), SdkConfig>>,
+    base: Mutex<HashMap<BaseKey, SdkConfig>>,
     sessions: Mutex<HashMap<Target, Session>>,
 }
 
@@ -80,8 +83,8 @@ impl std::fmt::Debug for Sessions {
 pub struct AccessError(pub String);
 
 impl Sessions {
-    async fn base(&self, region: &str, endpoint: Option<&str>) -> SdkConfig {
-        let key = (region.to_string(), endpoint.map(str::to_string));
+    async fn base(&self, region: Option<&str>, endpoint: Option<&str>) -> SdkConfig {
+        let key = (region.map(str::to_string), endpoint.map(str::to_string));
         let mut base = self.base.lock().await;
         if let Some(c) = base.get(&key) {
             return c.clone();
@@ -90,15 +93,22 @@ impl Sessions {
             .connect_timeout(Duration::from_secs(3))
             .read_timeout(Duration::from_secs(60))
             .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .timeout_config(timeouts);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region.to_string()));
+        }
         if let Some(e) = endpoint {
             loader = loader.endpoint_url(e);
         }
         let config = loader.load().await;
         base.insert(key, config.clone());
         config
+    }
+
+    /// The caller's own configuration (the standard credential chain, no role), for reads such as Secrets Manager;
+    /// `region` left out: the region of the environment or profile.
+    pub async fn caller(&self, region: Option<&str>, endpoint: Option<&str>) -> SdkConfig {
+        self.base(region, endpoint).await
     }
 
     /// A session acting in `target.account`, checked with GetCallerIdentity; cached until its credentials near
@@ -110,7 +120,7 @@ impl Sessions {
                 return Ok(s.clone());
             }
         }
-        let base = self.base(&target.region, target.endpoint.as_deref()).await;
+        let base = self.base(Some(&target.region), target.endpoint.as_deref()).await;
         let (config, expires) = match &target.role {
             None => (base, None),
             Some(role) => {
@@ -161,7 +171,8 @@ impl Sessions {
             .await
             .map_err(|e| AccessError(format!("cannot act with {}: {}", target.describe(), aws_reason(&e))))?;
         let actual = identity.account().unwrap_or_default();
-        if actual != target.account {
+        // An empty account: whatever account the credentials act in (CodeBuild dispatch with the caller's role).
+        if !target.account.is_empty() && actual != target.account {
             return Err(AccessError(format!(
                 "{} act in account {actual}, not in account {}",
                 match &target.role {

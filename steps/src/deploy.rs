@@ -604,11 +604,22 @@ impl StackDeployment<'_> {
             StepError::invalid(format!("cannot read template {} of stack {}: {e}", path.display(), self.name()))
         })?;
         let resources = count_resources(&body);
+        let existing = self.prepare().await?;
+        if let Some(stack) = existing.as_ref().filter(|_| !self.ctx.force) {
+            if self.matches_deployed(stack, &body).await? {
+                self.log(format!(
+                    "stack {} already has this template, parameters and tags: nothing to do (no change set)",
+                    self.name()
+                ))
+                .await;
+                return Ok(self.success(Status::UpToDate, stack).await);
+            }
+        }
         let template = match &self.template_url {
             Some(url) => TemplateSource::Url(url.clone()),
             None => self.template_source(body).await?,
         };
-        let status = self.prepare().await?;
+        let status = existing.as_ref().and_then(|s| s.stack_status().cloned());
         let outcome = match status {
             None => self.create(&template, resources).await?,
             Some(_) => match self.spec.method {
@@ -631,6 +642,11 @@ impl StackDeployment<'_> {
             )
             .await?;
         }
+        Ok(self.success(outcome, &stack).await)
+    }
+
+    /// The node's result: the stack's outputs become the node's.
+    async fn success(&self, status: Status, stack: &Stack) -> NodeSuccess {
         let outputs: Outputs = stack
             .outputs()
             .iter()
@@ -639,16 +655,56 @@ impl StackDeployment<'_> {
         for (k, v) in &outputs {
             self.log(format!("output {k} = {v}")).await;
         }
-        Ok(NodeSuccess { status: Some(outcome), outputs, ..Default::default() })
+        NodeSuccess { status: Some(status), outputs, ..Default::default() }
+    }
+
+    /// Whether the stack already runs exactly this: same template (GetTemplate, as submitted), parameters, tags,
+    /// execution role and termination protection, in a settled state. Then the change set round trip is skipped.
+    async fn matches_deployed(&self, stack: &Stack, body: &str) -> Result<bool, StepError> {
+        let settled = matches!(
+            stack.stack_status(),
+            Some(StackStatus::CreateComplete | StackStatus::UpdateComplete | StackStatus::ImportComplete)
+        );
+        if !settled {
+            return Ok(false);
+        }
+        let deployed: HashMap<&str, &str> =
+            stack.parameters().iter().filter_map(|p| Some((p.parameter_key()?, p.parameter_value()?))).collect();
+        if self.stack.parameters.iter().any(|(k, v)| deployed.get(k.as_str()) != Some(&v.as_str())) {
+            return Ok(false);
+        }
+        let tags: HashMap<&str, &str> = stack.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+        let wanted: HashMap<&str, &str> = self.stack.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if tags != wanted
+            || stack.role_arn() != self.spec.execution_role.as_deref()
+            || stack.enable_termination_protection().unwrap_or(false) != self.stack.termination_protection
+        {
+            return Ok(false);
+        }
+        let template = self
+            .call(
+                self.cfn
+                    .get_template()
+                    .stack_name(self.name())
+                    .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+                    .send(),
+                "GetTemplate",
+            )
+            .await?;
+        Ok(template.template_body() == Some(body))
     }
 
     /// The stack's current status after clearing states that block a deployment; `None`: it must be created.
-    async fn prepare(&self) -> Result<Option<StackStatus>, StepError> {
-        let Some(stack) = self.describe().await? else { return Ok(None) };
+    async fn prepare(&self) -> Result<Option<Stack>, StepError> {
+        let Some(mut stack) = self.describe().await? else { return Ok(None) };
         let mut status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
         if status.as_str().ends_with("_IN_PROGRESS") && status != StackStatus::ReviewInProgress {
             self.log(format!("stack {} is {}: waiting for it to settle", self.name(), status.as_str())).await;
             status = self.wait(SystemTime::now(), 0).await?.status;
+            match self.describe().await? {
+                Some(settled) => stack = settled,
+                None => return Ok(None),
+            }
         }
         match status {
             StackStatus::RollbackComplete | StackStatus::ReviewInProgress => {
@@ -673,7 +729,7 @@ impl StackDeployment<'_> {
                     s.as_str()
                 )))
             }
-            s => Ok(Some(s)),
+            _ => Ok(Some(stack)),
         }
     }
 

@@ -1,12 +1,15 @@
 //! The step kinds of `runner`, one module each, and the catalog that hands them to the engine.
 
+pub mod approval;
 pub mod assembly;
 pub mod aws;
 pub mod bootstrap;
+pub mod codebuild;
 pub mod deploy;
 pub mod docker;
 pub mod process;
 pub mod publish;
+pub mod self_update;
 pub mod shell;
 pub mod source;
 
@@ -26,6 +29,24 @@ pub struct StepCatalog {
     pub aws_endpoint: Option<String>,
     /// AWS sessions, shared by every node of the run.
     pub aws: Arc<aws::Sessions>,
+    pub approvals: approval::ApprovalSettings,
+    pub self_update: self_update::SelfUpdateSettings,
+    /// Run every step here, ignoring `run_on` (inside a build started by a dispatch).
+    pub local_only: bool,
+    /// The pipeline file given to `runner run`, named to dispatched builds.
+    pub pipeline_file: String,
+    /// Inside AWS CodeBuild: Source steps use its checkout instead of fetching.
+    pub codebuild: Option<source::CodeBuild>,
+}
+
+impl StepCatalog {
+    /// The checkout a Source step uses instead of fetching: `--source-dir`, else CodeBuild's.
+    pub fn checkout_of(&self, source_id: &str) -> Option<source::Checkout> {
+        match self.source_dirs.get(source_id) {
+            Some(dir) => Some(source::Checkout::Dir(dir.clone())),
+            None => self.codebuild.as_ref().map(|cb| cb.checkout_for(source_id)),
+        }
+    }
 }
 
 impl Catalog for StepCatalog {
@@ -35,14 +56,18 @@ impl Catalog for StepCatalog {
             StepKind::Shell(spec) => shell::check(spec),
             StepKind::Deploy(spec) => deploy::check(spec),
             StepKind::Publish(spec) => publish::check(spec),
+            StepKind::Approval(_) => Vec::new(),
+            StepKind::SelfUpdate(spec) => self_update::check(spec),
         }
     }
 
     fn describe(&self, step: &Step, part: Option<&str>) -> String {
         match &step.kind {
-            StepKind::Source(spec) => source::describe(spec, self.source_dirs.get(&step.id).map(PathBuf::as_path)),
+            StepKind::Source(spec) => source::describe(spec, self.checkout_of(&step.id).as_ref()),
             StepKind::Shell(spec) => shell::describe(spec),
             StepKind::Deploy(spec) => deploy::describe(spec, part),
+            StepKind::Approval(spec) => approval::describe(spec),
+            StepKind::SelfUpdate(spec) => self_update::describe(spec),
             StepKind::Publish(spec) => publish::describe(spec, part),
         }
     }
@@ -51,19 +76,34 @@ impl Catalog for StepCatalog {
         match &step.kind {
             StepKind::Deploy(spec) => deploy::expand(spec, &ctx.base_dir),
             StepKind::Publish(spec) => publish::expand(spec, &ctx.base_dir),
-            StepKind::Source(_) | StepKind::Shell(_) => Ok(Expansion::Single),
+            StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {
+                Ok(Expansion::Single)
+            }
         }
     }
 
     fn resolves_fields(&self, step: &Step) -> bool {
-        !(matches!(step.kind, StepKind::Source(_)) && self.source_dirs.contains_key(&step.id))
+        !(matches!(step.kind, StepKind::Source(_)) && self.checkout_of(&step.id).is_some())
     }
 
     fn runner(&self, step: &Step) -> Result<Box<dyn StepRunner>, StepError> {
+        if let (engine::model::RunOn::CodeBuild(target), false) = (&step.run_on, self.local_only) {
+            return Ok(Box::new(codebuild::CodeBuildDispatch {
+                target: target.clone(),
+                step: step.clone(),
+                pipeline_file: self.pipeline_file.clone(),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
+                outputs_grace: std::time::Duration::from_secs(60),
+            }));
+        }
         Ok(match &step.kind {
-            StepKind::Source(spec) => {
-                Box::new(source::SourceStep { spec: spec.clone(), local: self.source_dirs.get(&step.id).cloned() })
-            }
+            StepKind::Source(spec) => Box::new(source::SourceStep {
+                spec: spec.clone(),
+                local: self.checkout_of(&step.id),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
+            }),
             StepKind::Shell(spec) => Box::new(shell::ShellStep { spec: spec.clone() }),
             StepKind::Deploy(spec) => Box::new(deploy::DeployStep {
                 spec: spec.clone(),
@@ -74,6 +114,14 @@ impl Catalog for StepCatalog {
                 spec: spec.clone(),
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
+            }),
+            StepKind::Approval(spec) => {
+                Box::new(approval::ApprovalStep { spec: spec.clone(), settings: self.approvals.clone() })
+            }
+            StepKind::SelfUpdate(spec) => Box::new(self_update::SelfUpdateStep {
+                spec: spec.clone(),
+                settings: self.self_update.clone(),
+                catalog: StepCatalog::default(),
             }),
         })
     }

@@ -1,11 +1,31 @@
-//! The Source step: clone a git repository (libgit2) at a branch, tag or commit into the run's workspace, or use a
-//! local checkout given with `--source-dir`. Its workspace becomes the workspace of every step downstream.
+//! The Source step: fetch a git repository (libgit2) at a branch, tag or commit into a cached clone under the state
+//! dir, then check it out into the run's workspace. Or use a checkout that is already there: `--source-dir`, or
+//! CodeBuild's (`CODEBUILD_SRC_DIR`). Its workspace becomes the workspace of every step downstream.
+//!
+//! The cache (`<state dir>/cache/git/<hash of the URL>`) is a bare repository, fetched shallow where the remote
+//! allows it and locked (`flock`) while a run fetches into it or checks out of it, so concurrent runs never corrupt
+//! it. A workspace is a repository of its own whose objects come from the cache (`objects/info/alternates`).
+//!
+//! Credentials (a token, a password, a key's passphrase) are read when the step runs, from the environment, a file
+//! or AWS Secrets Manager. They are handed to libgit2 through its credentials callback only (never put in a URL or
+//! a config file), and scrubbed from every message the step writes.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use engine::event::Stream;
-use engine::model::{GitReference, SourceSpec};
-use engine::step::{NodeContext, NodeSuccess, Outputs, StepError, StepRunner};
+use engine::model::{GitAuth, GitReference, SecretValue, SourceSpec};
+use engine::step::{EventSink, NodeContext, NodeSuccess, Outputs, StepError, StepRunner};
+use sha2::Digest;
+
+use crate::aws;
+
+/// User name sent with a `Token`: GitHub, GitLab and Gitea accept any name with a token; this one is GitHub's.
+const TOKEN_USERNAME: &str = "x-access-token";
 
 /// Kind-specific problems of a Source step.
 pub fn check(spec: &SourceSpec) -> Vec<(String, String)> {
@@ -19,7 +39,92 @@ pub fn check(spec: &SourceSpec) -> Vec<(String, String)> {
             problems.push(("reference".into(), "empty git reference".into()));
         }
     }
+    let check_secret = |secret: &SecretValue, problems: &mut Vec<(String, String)>| match secret {
+        SecretValue::Env(name) if name.trim().is_empty() => {
+            problems.push(("auth".into(), "empty environment variable name".into()))
+        }
+        SecretValue::File(path) if path.trim().is_empty() => problems.push(("auth".into(), "empty file path".into())),
+        SecretValue::Secret { name, .. } if name.trim().is_empty() => {
+            problems.push(("auth".into(), "empty secret name".into()))
+        }
+        _ => {}
+    };
+    let known = !spec.repository.contains("${");
+    let scheme = Scheme::of(&spec.repository);
+    match &spec.auth {
+        Some(GitAuth::Token(secret) | GitAuth::Basic { password: secret, .. }) => {
+            check_secret(secret, &mut problems);
+            if known && scheme != Scheme::Https && !(scheme == Scheme::Http && is_loopback(&spec.repository)) {
+                let why = match scheme {
+                    Scheme::Http => "over plain http:// it would travel unencrypted",
+                    _ => "it is only sent over HTTPS",
+                };
+                problems.push((
+                    "auth".into(),
+                    format!("a token or password needs an https:// repository: {why}; for SSH use SshAgent or SshKey"),
+                ));
+            }
+        }
+        Some(GitAuth::SshKey { path, passphrase }) => {
+            if path.trim().is_empty() {
+                problems.push(("auth".into(), "empty key path".into()));
+            }
+            if let Some(p) = passphrase {
+                check_secret(p, &mut problems);
+            }
+            if known && scheme != Scheme::Ssh {
+                problems
+                    .push(("auth".into(), "an SSH key needs an SSH repository (ssh://... or git@host:path)".into()));
+            }
+        }
+        Some(GitAuth::SshAgent) if known && scheme != Scheme::Ssh => {
+            problems.push(("auth".into(), "the SSH agent needs an SSH repository (ssh://... or git@host:path)".into()))
+        }
+        _ => {}
+    }
     problems
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Https,
+    Http,
+    Ssh,
+    /// A local path or `file://`.
+    Local,
+    Other,
+}
+
+impl Scheme {
+    fn of(repository: &str) -> Scheme {
+        let lower = repository.to_ascii_lowercase();
+        if lower.starts_with("https://") {
+            Scheme::Https
+        } else if lower.starts_with("http://") {
+            Scheme::Http
+        } else if lower.starts_with("ssh://") || lower.starts_with("git+ssh://") || is_scp_like(repository) {
+            Scheme::Ssh
+        } else if lower.starts_with("file://") || !repository.contains("://") {
+            Scheme::Local
+        } else {
+            Scheme::Other
+        }
+    }
+}
+
+/// `git@github.com:acme/infra.git`: user@host:path, no scheme.
+fn is_scp_like(repository: &str) -> bool {
+    match (repository.find('@'), repository.find(':')) {
+        (Some(at), Some(colon)) => at < colon && !repository.contains("://") && !repository.starts_with('/'),
+        _ => false,
+    }
+}
+
+fn is_loopback(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 fn reference_text(r: &Option<GitReference>) -> String {
@@ -31,134 +136,884 @@ fn reference_text(r: &Option<GitReference>) -> String {
     }
 }
 
+/// Where a secret comes from, for messages (never the value).
+fn secret_text(secret: &SecretValue) -> String {
+    match secret {
+        SecretValue::Env(name) => format!("environment variable `{name}`"),
+        SecretValue::File(path) => format!("file {path}"),
+        SecretValue::Secret { name, .. } => format!("AWS Secrets Manager secret `{name}`"),
+    }
+}
+
+fn auth_text(auth: &Option<GitAuth>) -> String {
+    match auth {
+        None => "no credentials".into(),
+        Some(GitAuth::Token(s)) => format!("the token from {}", secret_text(s)),
+        Some(GitAuth::Basic { username, password }) => {
+            format!("user `{username}` with the password from {}", secret_text(password))
+        }
+        Some(GitAuth::SshAgent) => "the SSH agent".into(),
+        Some(GitAuth::SshKey { path, .. }) => format!("the SSH key {path}"),
+    }
+}
+
 /// What `plan` says the step will do.
-pub fn describe(spec: &SourceSpec, local: Option<&Path>) -> String {
+pub fn describe(spec: &SourceSpec, local: Option<&Checkout>) -> String {
     match local {
-        Some(dir) => format!("use the local checkout {} (--source-dir)", dir.display()),
-        None => format!("clone {} at {}", spec.repository, reference_text(&spec.reference)),
+        Some(Checkout::Dir(dir)) => format!("use the local checkout {} (--source-dir)", dir.display()),
+        Some(Checkout::CodeBuild { dir, .. }) => format!("use CodeBuild's checkout {}", dir.display()),
+        None => {
+            let auth = match &spec.auth {
+                None => String::new(),
+                auth => format!(" with {}", auth_text(auth)),
+            };
+            format!("clone {} at {}{auth}", scrub_url(&spec.repository), reference_text(&spec.reference))
+        }
+    }
+}
+
+/// A checkout that is already there, used instead of fetching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkout {
+    /// `--source-dir`.
+    Dir(PathBuf),
+    /// CodeBuild's checkout of its source.
+    CodeBuild { dir: PathBuf, version: Option<String>, branch: Option<String> },
+}
+
+impl Checkout {
+    pub fn dir(&self) -> &Path {
+        match self {
+            Checkout::Dir(d) | Checkout::CodeBuild { dir: d, .. } => d,
+        }
+    }
+}
+
+/// Inside an AWS CodeBuild build (`CODEBUILD_BUILD_ID` set): the sources CodeBuild already checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeBuild {
+    pub build_id: String,
+    /// `CODEBUILD_SRC_DIR`: the primary source.
+    pub dir: PathBuf,
+    /// `CODEBUILD_RESOLVED_SOURCE_VERSION`: the commit of the primary source.
+    pub version: Option<String>,
+    /// `CODEBUILD_WEBHOOK_HEAD_REF` without `refs/heads/`: the branch of a webhook build.
+    pub branch: Option<String>,
+    /// `CODEBUILD_SRC_DIR_<identifier>`: secondary sources.
+    pub secondary: HashMap<String, PathBuf>,
+}
+
+impl CodeBuild {
+    /// `None` outside CodeBuild (or when CodeBuild gave no source directory).
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Option<CodeBuild> {
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let get = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
+        let build_id = get("CODEBUILD_BUILD_ID")?;
+        let dir = PathBuf::from(get("CODEBUILD_SRC_DIR")?);
+        let secondary = vars
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("CODEBUILD_SRC_DIR_")?.to_string(), PathBuf::from(v))))
+            .collect();
+        Some(CodeBuild {
+            build_id,
+            dir,
+            version: get("CODEBUILD_RESOLVED_SOURCE_VERSION"),
+            branch: get("CODEBUILD_WEBHOOK_HEAD_REF").map(|r| r.trim_start_matches("refs/heads/").to_string()),
+            secondary,
+        })
+    }
+
+    /// The checkout of a Source step: the secondary source whose identifier is the step id (`-` read as `_`),
+    /// else the primary source.
+    pub fn checkout_for(&self, step_id: &str) -> Checkout {
+        let identifier = step_id.replace('-', "_");
+        match self.secondary.get(&identifier).or_else(|| self.secondary.get(step_id)) {
+            Some(dir) => Checkout::CodeBuild { dir: dir.clone(), version: None, branch: None },
+            None => Checkout::CodeBuild {
+                dir: self.dir.clone(),
+                version: self.version.clone(),
+                branch: self.branch.clone(),
+            },
+        }
     }
 }
 
 /// A Source step ready to run.
 pub struct SourceStep {
     pub spec: SourceSpec,
-    /// `--source-dir`: use this checkout instead of cloning.
-    pub local: Option<PathBuf>,
+    /// A checkout to use instead of fetching.
+    pub local: Option<Checkout>,
+    /// The pipeline's `aws_endpoint_url` (Secrets Manager).
+    pub endpoint: Option<String>,
+    pub sessions: Arc<aws::Sessions>,
 }
 
 #[async_trait::async_trait]
 impl StepRunner for SourceStep {
     async fn run(&self, ctx: &NodeContext) -> Result<NodeSuccess, StepError> {
-        if let Some(dir) = &self.local {
-            let dir = std::fs::canonicalize(dir)
-                .map_err(|e| StepError::invalid(format!("--source-dir {}: {e}", dir.display())))?;
-            ctx.events.log(Stream::Runner, format!("using the local checkout {}", dir.display())).await;
-            let outputs = match git2::Repository::discover(&dir) {
-                Ok(repo) => head_outputs(&repo).unwrap_or_default(),
-                Err(_) => {
-                    ctx.events.log(Stream::Runner, "not a git repository: no commit outputs").await;
-                    Outputs::new()
-                }
-            };
-            return Ok(NodeSuccess { outputs, workspace: Some(dir), ..Default::default() });
+        if let Some(local) = &self.local {
+            return use_checkout(local, ctx).await;
         }
         let url = repository_location(&self.spec.repository, &ctx.workspace);
+        let shown = scrub_url(&self.spec.repository);
+        let what = format!("{shown} at {}", reference_text(&self.spec.reference));
+        let credentials = self.credentials(ctx).await.map_err(|e| match e {
+            CredentialError::Invalid(m) => StepError::invalid(format!("cannot fetch {what}: {m}")),
+            CredentialError::Failed(m) => StepError::failed(format!("cannot fetch {what}: {m}")),
+        })?;
+        let redactor = Redactor::new(credentials.as_ref().map(Credentials::secrets).unwrap_or_default());
+        let cache = ctx.state_dir.join("cache").join("git").join(cache_key(&url));
         let dest = ctx.state_dir.join("workspaces").join(&ctx.pipeline).join(&ctx.node);
-        let what = format!("{} at {}", self.spec.repository, reference_text(&self.spec.reference));
-        ctx.events.log(Stream::Runner, format!("cloning {what} into {}", dest.display())).await;
-        let reference = self.spec.reference.clone();
-        let events = ctx.events.clone();
-        let clone_dest = dest.clone();
-        let job = tokio::task::spawn_blocking(move || clone(&url, reference.as_ref(), &clone_dest, &events));
+        ctx.events.log(Stream::Runner, format!("fetching {what} into the cache {}", cache.display())).await;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job {
+            url,
+            shown: shown.clone(),
+            reference: self.spec.reference.clone(),
+            credentials,
+            auth_text: auth_text(&self.spec.auth),
+            cache,
+            dest: dest.clone(),
+            events: ctx.events.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            cancel: Arc::clone(&cancel),
+        };
+        let task = tokio::task::spawn_blocking(move || job.run());
         let mut stop = ctx.stop.clone();
-        let outputs = tokio::select! {
-            r = job => r.map_err(|e| StepError::failed(format!("clone task failed: {e}")))?
-                .map_err(|e| StepError::failed(format!("cannot clone {what}: {e}")))?,
+        let outcome = tokio::select! {
+            r = task => r.map_err(|e| StepError::failed(format!("the fetch of {what} crashed: {e}")))?,
             reason = stop.stronger_than(None) => {
-                return Err(StepError::stopped(reason, format!("clone of {what} was stopped")));
+                cancel.store(true, Ordering::SeqCst);
+                return Err(StepError::stopped(reason, format!("the fetch of {what} was stopped")));
             }
         };
+        let outputs = outcome.map_err(|e| StepError::failed(redactor.redact(&format!("cannot fetch {what}: {e}"))))?;
         ctx.events
-            .log(Stream::Runner, format!("checked out {} ({})", outputs["COMMIT_ID"], outputs["COMMIT_MESSAGE"]))
+            .log(
+                Stream::Runner,
+                redactor.redact(&format!(
+                    "checked out {} ({}) into {}",
+                    outputs["COMMIT_ID"],
+                    outputs["COMMIT_MESSAGE"],
+                    dest.display()
+                )),
+            )
             .await;
         Ok(NodeSuccess { outputs, workspace: Some(dest), ..Default::default() })
     }
 }
 
+/// `--source-dir` or CodeBuild: outputs from the checkout as it is.
+async fn use_checkout(local: &Checkout, ctx: &NodeContext) -> Result<NodeSuccess, StepError> {
+    let given = local.dir();
+    let dir = std::fs::canonicalize(given).map_err(|e| match local {
+        Checkout::Dir(_) => StepError::invalid(format!("--source-dir {}: {e}", given.display())),
+        Checkout::CodeBuild { .. } => {
+            StepError::invalid(format!("CodeBuild's source directory {} cannot be used: {e}", given.display()))
+        }
+    })?;
+    let what = match local {
+        Checkout::Dir(_) => "the local checkout",
+        Checkout::CodeBuild { .. } => "CodeBuild's checkout",
+    };
+    ctx.events.log(Stream::Runner, format!("using {what} {}", dir.display())).await;
+    let repo = git2::Repository::discover(&dir).ok();
+    let mut outputs = match &repo {
+        Some(repo) => head_outputs(repo).unwrap_or_default(),
+        None => {
+            ctx.events.log(Stream::Runner, "not a git repository: commit outputs from what CodeBuild says only").await;
+            Outputs::new()
+        }
+    };
+    if let Checkout::CodeBuild { version, branch, .. } = local {
+        if let Some(version) = version {
+            // CodeBuild's resolved version wins; the message and author come from that commit when it is here.
+            if let Some(commit) =
+                repo.as_ref().and_then(|r| r.revparse_single(version).ok()).and_then(|o| o.peel_to_commit().ok())
+            {
+                outputs.extend(commit_outputs(&commit));
+            } else {
+                outputs.insert("COMMIT_MESSAGE".into(), String::new());
+                outputs.insert("COMMIT_AUTHOR".into(), String::new());
+            }
+            outputs.insert("COMMIT_ID".into(), version.clone());
+        }
+        if let Some(branch) = branch {
+            outputs.insert("BRANCH".into(), branch.clone());
+        }
+        for key in ["COMMIT_ID", "BRANCH", "COMMIT_MESSAGE", "COMMIT_AUTHOR"] {
+            outputs.entry(key.into()).or_default();
+        }
+        let commit = outputs.get("COMMIT_ID").filter(|c| !c.is_empty()).map_or("an unknown commit", String::as_str);
+        ctx.events.log(Stream::Runner, format!("CodeBuild checked out {commit}")).await;
+    }
+    Ok(NodeSuccess { outputs, workspace: Some(dir), ..Default::default() })
+}
+
+/// Process-wide libgit2 settings, once before any git work: a remote that does not answer fails instead of hanging
+/// (connect within 15 s; no read waits longer than 5 minutes).
+pub fn init_git() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: called once, at startup, before any other libgit2 call of the process.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(300_000);
+        }
+    });
+}
+
 /// A URL as is; a local path made absolute against the base dir.
 fn repository_location(repository: &str, base: &Path) -> String {
-    let is_url = repository.contains("://") || (repository.contains('@') && repository.contains(':'));
-    if is_url {
-        repository.to_string()
-    } else {
-        base.join(repository).display().to_string()
+    match Scheme::of(repository) {
+        Scheme::Local if !repository.to_ascii_lowercase().starts_with("file://") => {
+            base.join(repository).display().to_string()
+        }
+        _ => repository.to_string(),
     }
 }
 
-fn clone(
-    url: &str,
-    reference: Option<&GitReference>,
-    dest: &Path,
-    events: &engine::step::EventSink,
-) -> Result<Outputs, String> {
-    if dest.exists() {
-        std::fs::remove_dir_all(dest).map_err(|e| format!("cannot clear {}: {e}", dest.display()))?;
+/// The cache directory's name: a hash of the URL.
+fn cache_key(url: &str) -> String {
+    let digest = sha2::Sha256::digest(url.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The URL without a user name or password written into it (`https://***@host/...`).
+pub fn scrub_url(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+        return url.to_string();
     }
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
     }
-    let mut callbacks = git2::RemoteCallbacks::new();
-    callbacks.transfer_progress(|p| {
-        events.try_progress(
-            p.received_objects() as u64,
-            Some(p.total_objects() as u64),
-            "objects",
-            "receiving objects",
-        );
-        true
-    });
-    let mut fetch = git2::FetchOptions::new();
-    fetch.remote_callbacks(callbacks);
-    let mut builder = git2::build::RepoBuilder::new();
-    builder.fetch_options(fetch);
-    if let Some(GitReference::Branch(b)) = reference {
-        builder.branch(b);
-    }
-    let repo = builder.clone(url, dest).map_err(|e| match reference {
-        Some(GitReference::Branch(b)) if e.code() == git2::ErrorCode::NotFound => {
-            format!("branch `{b}` does not exist in the repository")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Credentials
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Credentials read for one fetch.
+#[derive(Clone)]
+enum Credentials {
+    UserPass { username: String, password: String },
+    SshAgent,
+    SshKey { path: PathBuf, passphrase: Option<String> },
+}
+
+impl Credentials {
+    fn secrets(&self) -> Vec<String> {
+        match self {
+            Credentials::UserPass { password, .. } => vec![password.clone()],
+            Credentials::SshKey { passphrase: Some(p), .. } => vec![p.clone()],
+            _ => Vec::new(),
         }
-        _ => e.message().to_string(),
-    })?;
-    let detached = match reference {
-        Some(GitReference::Tag(t)) => Some(
-            repo.revparse_single(&format!("refs/tags/{t}"))
-                .map_err(|_| format!("tag `{t}` does not exist in the repository"))?,
-        ),
-        Some(GitReference::Commit(c)) => {
-            Some(repo.revparse_single(c).map_err(|_| format!("commit `{c}` does not exist in the repository"))?)
+    }
+}
+
+enum CredentialError {
+    /// The definition or the environment is wrong: a retry cannot help.
+    Invalid(String),
+    /// Reading failed (e.g. Secrets Manager unreachable).
+    Failed(String),
+}
+
+impl SourceStep {
+    async fn credentials(&self, ctx: &NodeContext) -> Result<Option<Credentials>, CredentialError> {
+        Ok(Some(match &self.spec.auth {
+            None => return Ok(None),
+            Some(GitAuth::Token(secret)) => Credentials::UserPass {
+                username: TOKEN_USERNAME.into(),
+                password: self.secret(secret, ctx, "token").await?,
+            },
+            Some(GitAuth::Basic { username, password }) => Credentials::UserPass {
+                username: username.clone(),
+                password: self.secret(password, ctx, "password").await?,
+            },
+            Some(GitAuth::SshAgent) => Credentials::SshAgent,
+            Some(GitAuth::SshKey { path, passphrase }) => {
+                let path = expand_home(path);
+                if !path.is_file() {
+                    return Err(CredentialError::Invalid(format!("the SSH key {} does not exist", path.display())));
+                }
+                let passphrase = match passphrase {
+                    Some(p) => Some(self.secret(p, ctx, "key passphrase").await?),
+                    None => None,
+                };
+                Credentials::SshKey { path, passphrase }
+            }
+        }))
+    }
+
+    /// A secret's value; errors name where it was looked for, never a value.
+    async fn secret(&self, secret: &SecretValue, ctx: &NodeContext, what: &str) -> Result<String, CredentialError> {
+        let value = match secret {
+            SecretValue::Env(name) => {
+                ctx.env.get(name).cloned().or_else(|| std::env::var(name).ok()).ok_or_else(|| {
+                    CredentialError::Invalid(format!("the {what}'s environment variable `{name}` is not set"))
+                })?
+            }
+            SecretValue::File(path) => {
+                let full = ctx.workspace.join(expand_home(path));
+                std::fs::read_to_string(&full).map_err(|e| {
+                    CredentialError::Invalid(format!(
+                        "cannot read the {what} from {}: {}",
+                        full.display(),
+                        io_reason(&e)
+                    ))
+                })?
+            }
+            SecretValue::Secret { name, region, key } => {
+                read_aws_secret(&self.sessions, self.endpoint.as_deref(), name, region.as_deref(), key.as_deref())
+                    .await
+                    .map_err(|e| CredentialError::Failed(format!("cannot read the {what}: {e}")))?
+            }
+        };
+        let value = value.trim().to_string();
+        if value.is_empty() {
+            return Err(CredentialError::Invalid(format!("the {what} from {} is empty", secret_text(secret))));
         }
-        _ => None,
-    };
-    if let Some(object) = detached {
-        let commit = object.peel_to_commit().map_err(|e| e.message().to_string())?;
+        Ok(value)
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// A secret's string from AWS Secrets Manager, with the caller's credentials; `key`: one field of a JSON secret.
+async fn read_aws_secret(
+    sessions: &aws::Sessions,
+    endpoint: Option<&str>,
+    name: &str,
+    region: Option<&str>,
+    key: Option<&str>,
+) -> Result<String, String> {
+    let config = sessions.caller(region, endpoint).await;
+    if config.region().is_none() {
+        return Err(format!("no AWS region for the secret `{name}`: give the secret a `region` or set AWS_REGION"));
+    }
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let out = client
+        .get_secret_value()
+        .secret_id(name)
+        .send()
+        .await
+        .map_err(|e| format!("AWS Secrets Manager secret `{name}` cannot be read: {}", aws::aws_reason(&e)))?;
+    let text = out
+        .secret_string()
+        .ok_or_else(|| format!("AWS Secrets Manager secret `{name}` holds binary data, not a string"))?;
+    match key {
+        None => Ok(text.to_string()),
+        Some(key) => {
+            let json: serde_json::Value = serde_json::from_str(text)
+                .map_err(|_| format!("AWS Secrets Manager secret `{name}` is not JSON, so it has no key `{key}`"))?;
+            match json.get(key) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(format!("the key `{key}` of AWS Secrets Manager secret `{name}` is not a string")),
+                None => Err(format!("AWS Secrets Manager secret `{name}` has no key `{key}`")),
+            }
+        }
+    }
+}
+
+/// Replaces every secret value in a text with `***`, and user names or passwords written into URLs.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(mut secrets: Vec<String>) -> Self {
+        secrets.retain(|s| !s.is_empty());
+        // Longest first, so that a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor { secrets }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        out.split(' ')
+            .map(|word| if word.contains("://") { scrub_url(word) } else { word.to_string() })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fetch into the cache, check out into the workspace (blocking: libgit2)
+// ---------------------------------------------------------------------------------------------------------------
+
+struct Job {
+    url: String,
+    /// The repository as shown in messages (no credentials).
+    shown: String,
+    reference: Option<GitReference>,
+    credentials: Option<Credentials>,
+    auth_text: String,
+    cache: PathBuf,
+    dest: PathBuf,
+    events: EventSink,
+    runtime: tokio::runtime::Handle,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What the remote has for the reference.
+struct Wanted {
+    /// The object the ref points to (an annotated tag's tag object, else a commit).
+    target: git2::Oid,
+    /// Refspec that fetches it into the cache, and the cache ref it lands in.
+    refspec: String,
+    local_ref: String,
+    branch: Option<String>,
+}
+
+/// How a remote operation went wrong with credentials.
+#[derive(Default)]
+struct AuthState {
+    calls: std::cell::Cell<u32>,
+    rejected: std::cell::Cell<bool>,
+    missing: std::cell::Cell<bool>,
+    mismatch: std::cell::RefCell<Option<String>>,
+}
+
+impl Job {
+    fn log(&self, line: String) {
+        let events = self.events.clone();
+        self.runtime.block_on(async move { events.log(Stream::Runner, line).await });
+    }
+
+    fn run(self) -> Result<Outputs, String> {
+        let _lock = self.lock()?;
+        let cache = open_cache(&self.cache)?;
+        let (commit, branch, tag) = match self.reference.clone() {
+            Some(GitReference::Commit(c)) => (self.fetch_commit(&cache, &c)?, None, None),
+            reference => {
+                let wanted = self.resolve(&cache, reference.as_ref())?;
+                if cache.odb().map(|o| o.exists(wanted.target)).unwrap_or(false) {
+                    self.log(format!("{} is in the cache already: nothing to fetch", wanted.target));
+                } else {
+                    self.fetch(&cache, &[wanted.refspec.as_str()], self.shallow_depth())?;
+                }
+                cache
+                    .reference(&wanted.local_ref, wanted.target, true, "runner: fetched")
+                    .map_err(|e| format!("cannot update the cache: {}", e.message()))?;
+                let object = cache.find_object(wanted.target, None).map_err(|_| {
+                    format!("the fetch did not bring {} ({})", wanted.target, reference_text(&reference))
+                })?;
+                let commit = object.peel_to_commit().map_err(|e| e.message().to_string())?.id();
+                let tag = match &reference {
+                    Some(GitReference::Tag(t)) => Some((t.clone(), wanted.target)),
+                    _ => None,
+                };
+                (commit, wanted.branch, tag)
+            }
+        };
+        if self.cancel.load(Ordering::SeqCst) {
+            // The step was stopped while the fetch finished: leave the workspace alone.
+            return Err("stopped".into());
+        }
+        self.check_out(&cache, commit, branch.as_deref(), tag)
+    }
+
+    /// Depth for fetches: 1 over the network (a shallow fetch), everything from a local repository.
+    fn shallow_depth(&self) -> Option<i32> {
+        matches!(Scheme::of(&self.url), Scheme::Https | Scheme::Http | Scheme::Ssh | Scheme::Other).then_some(1)
+    }
+
+    /// Exclusive use of the cache: other runs wait (polling, so that a stop is noticed).
+    fn lock(&self) -> Result<CacheLock, String> {
+        let path = self.cache.with_extension("lock");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let file = File::create(&path).map_err(|e| format!("cannot create the lock file {}: {e}", path.display()))?;
+        let mut said = false;
+        loop {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a file descriptor we own; the lock goes with the file when it is closed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(CacheLock(file));
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(format!("cannot lock the cache ({}): {err}", path.display()));
+            }
+            if !said {
+                self.log("another run is using the cache: waiting for it".into());
+                said = true;
+            }
+            if self.cancel.load(Ordering::SeqCst) {
+                return Err("stopped while waiting for the cache".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn callbacks<'a>(&'a self, state: &'a AuthState) -> git2::RemoteCallbacks<'a> {
+        let mut callbacks = git2::RemoteCallbacks::new();
+        callbacks.credentials(move |_url, username_from_url, allowed| {
+            if allowed.contains(git2::CredentialType::USERNAME) {
+                return git2::Cred::username(username_from_url.unwrap_or("git"));
+            }
+            let calls = state.calls.get() + 1;
+            state.calls.set(calls);
+            if calls > 1 {
+                state.rejected.set(true);
+                return Err(git2::Error::from_str("the remote rejected the credentials"));
+            }
+            let user = username_from_url.unwrap_or("git");
+            let ssh = allowed.contains(git2::CredentialType::SSH_KEY);
+            let plain = allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT);
+            match &self.credentials {
+                Some(Credentials::UserPass { username, password }) if plain => {
+                    git2::Cred::userpass_plaintext(username, password)
+                }
+                Some(Credentials::SshAgent) | None if ssh => git2::Cred::ssh_key_from_agent(user),
+                Some(Credentials::SshKey { path, passphrase }) if ssh => {
+                    git2::Cred::ssh_key(user, None, path, passphrase.as_deref())
+                }
+                None => {
+                    state.missing.set(true);
+                    Err(git2::Error::from_str("the remote requires credentials"))
+                }
+                Some(_) => {
+                    let asked = if plain { "a user name and password (HTTPS)" } else { "another kind of credentials" };
+                    *state.mismatch.borrow_mut() = Some(asked.to_string());
+                    Err(git2::Error::from_str("the remote asks for other credentials"))
+                }
+            }
+        });
+        let cancel = Arc::clone(&self.cancel);
+        let events = self.events.clone();
+        callbacks.transfer_progress(move |p| {
+            events.try_progress(
+                p.received_objects() as u64,
+                Some(p.total_objects() as u64),
+                "objects",
+                "receiving objects",
+            );
+            !cancel.load(Ordering::SeqCst)
+        });
+        callbacks
+    }
+
+    /// A git error from talking to the remote, for people: credentials rejected or missing, remote unreachable.
+    fn remote_error(&self, e: &git2::Error, state: &AuthState) -> String {
+        if self.cancel.load(Ordering::SeqCst) {
+            return "stopped".into();
+        }
+        if state.rejected.get() {
+            return format!("the remote rejected the credentials ({})", self.auth_text);
+        }
+        if state.missing.get() {
+            return "the remote requires authentication: give the Source an `auth` (Token, Basic, SshAgent or SshKey)"
+                .into();
+        }
+        if let Some(asked) = state.mismatch.borrow().as_ref() {
+            return format!("the remote asks for {asked}, but the Source gives {}", self.auth_text);
+        }
+        let message = e.message().trim_end_matches('.');
+        match e.class() {
+            git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Ssl => {
+                format!("the remote cannot be reached: {message}")
+            }
+            git2::ErrorClass::Http if e.code() == git2::ErrorCode::Auth => {
+                format!("the remote refused access ({}): {message}", self.auth_text)
+            }
+            git2::ErrorClass::Http => format!("the remote answered with an error: {message}"),
+            git2::ErrorClass::Ssh if e.code() == git2::ErrorCode::Auth => {
+                format!("the remote refused the SSH credentials ({}): {message}", self.auth_text)
+            }
+            _ if e.code() == git2::ErrorCode::NotFound && Scheme::of(&self.url) == Scheme::Local => {
+                format!("no git repository there: {message}")
+            }
+            _ => message.to_string(),
+        }
+    }
+
+    /// Asks the remote which object the reference names.
+    fn resolve(&self, cache: &git2::Repository, reference: Option<&GitReference>) -> Result<Wanted, String> {
+        let state = AuthState::default();
+        let mut remote = cache.remote_anonymous(&self.url).map_err(|e| self.remote_error(&e, &state))?;
+        let conn = remote
+            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&state)), None)
+            .map_err(|e| self.remote_error(&e, &state))?;
+        let heads: HashMap<String, git2::Oid> = conn
+            .list()
+            .map_err(|e| self.remote_error(&e, &state))?
+            .iter()
+            .map(|h| (h.name().to_string(), h.oid()))
+            .collect();
+        let branch_wanted = |b: &str| -> Result<Wanted, String> {
+            let name = format!("refs/heads/{b}");
+            let target = *heads.get(&name).ok_or_else(|| format!("branch `{b}` does not exist in the repository"))?;
+            Ok(Wanted {
+                target,
+                refspec: format!("+{name}:refs/remotes/origin/{b}"),
+                local_ref: format!("refs/remotes/origin/{b}"),
+                branch: Some(b.to_string()),
+            })
+        };
+        match reference {
+            Some(GitReference::Branch(b)) => branch_wanted(b),
+            Some(GitReference::Tag(t)) => {
+                let name = format!("refs/tags/{t}");
+                let target = *heads.get(&name).ok_or_else(|| format!("tag `{t}` does not exist in the repository"))?;
+                Ok(Wanted { target, refspec: format!("+{name}:{name}"), local_ref: name, branch: None })
+            }
+            None => {
+                let default = conn
+                    .default_branch()
+                    .ok()
+                    .and_then(|b| b.as_str().ok().map(str::to_string))
+                    .or_else(|| {
+                        // An old server that does not name HEAD's target: the branch HEAD points at.
+                        let head = heads.get("HEAD")?;
+                        let mut names: Vec<&String> = heads
+                            .iter()
+                            .filter(|(n, o)| n.starts_with("refs/heads/") && *o == head)
+                            .map(|(n, _)| n)
+                            .collect();
+                        names.sort();
+                        names.first().map(|n| n.to_string())
+                    })
+                    .ok_or("the repository has no default branch: give the Source a `reference`")?;
+                branch_wanted(default.trim_start_matches("refs/heads/"))
+            }
+            Some(GitReference::Commit(_)) => unreachable!("commits are fetched by fetch_commit"),
+        }
+    }
+
+    fn fetch(&self, cache: &git2::Repository, refspecs: &[&str], depth: Option<i32>) -> Result<(), String> {
+        let attempt = |depth: Option<i32>| -> Result<(), (git2::Error, AuthState)> {
+            let state = AuthState::default();
+            let mut remote = match cache.remote_anonymous(&self.url) {
+                Ok(r) => r,
+                Err(e) => return Err((e, state)),
+            };
+            let callbacks = self.callbacks(&state);
+            let mut options = git2::FetchOptions::new();
+            options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
+            if let Some(d) = depth {
+                options.depth(d);
+            }
+            let result = remote.fetch(refspecs, Some(&mut options), Some("runner: fetch"));
+            drop(options);
+            result.map_err(|e| (e, state))
+        };
+        match attempt(depth) {
+            Ok(()) => Ok(()),
+            // Some servers refuse shallow fetches: fetch everything instead.
+            Err((e, state))
+                if depth.is_some()
+                    && !state.rejected.get()
+                    && !state.missing.get()
+                    && !self.cancel.load(Ordering::SeqCst)
+                    && e.class() != git2::ErrorClass::Net =>
+            {
+                self.log(format!("shallow fetch refused ({}): fetching the whole history", e.message()));
+                attempt(None).map_err(|(e, state)| self.remote_error(&e, &state))
+            }
+            Err((e, state)) => Err(self.remote_error(&e, &state)),
+        }
+    }
+
+    /// A commit by id: from the cache if it is there, else after fetching every branch and tag (whole history), else
+    /// by asking for the id itself.
+    fn fetch_commit(&self, cache: &git2::Repository, id: &str) -> Result<git2::Oid, String> {
+        let find = |cache: &git2::Repository| {
+            cache.revparse_single(id).ok().and_then(|o| o.peel_to_commit().ok()).map(|c| c.id())
+        };
+        if let Some(commit) = find(cache) {
+            self.log(format!("commit {commit} is in the cache already: nothing to fetch"));
+            return Ok(commit);
+        }
+        let unshallow = cache.is_shallow().then_some(i32::MAX);
+        self.fetch(cache, &["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"], unshallow)?;
+        if let Some(commit) = find(cache) {
+            return Ok(commit);
+        }
+        if id.len() == 40 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+            let refspec = format!("+{id}:refs/runner/commits/{id}");
+            if self.fetch(cache, &[refspec.as_str()], None).is_ok() {
+                if let Some(commit) = find(cache) {
+                    return Ok(commit);
+                }
+            }
+        }
+        Err(format!("commit `{id}` does not exist in the repository"))
+    }
+
+    /// A fresh workspace whose objects come from the cache, checked out at `commit`.
+    fn check_out(
+        &self,
+        cache: &git2::Repository,
+        commit: git2::Oid,
+        branch: Option<&str>,
+        tag: Option<(String, git2::Oid)>,
+    ) -> Result<Outputs, String> {
+        let dest = &self.dest;
+        let fail =
+            |what: &str, e: git2::Error| format!("cannot check out into {}: {what}: {}", dest.display(), e.message());
+        if dest.exists() {
+            std::fs::remove_dir_all(dest).map_err(|e| format!("cannot clear {}: {e}", dest.display()))?;
+        }
+        std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        let repo = git2::Repository::init(dest).map_err(|e| fail("init", e))?;
+        let git_dir = repo.path().to_path_buf();
+        drop(repo);
+        let objects = cache.path().join("objects");
+        let info = git_dir.join("objects").join("info");
+        std::fs::create_dir_all(&info).map_err(|e| format!("cannot create {}: {e}", info.display()))?;
+        std::fs::write(info.join("alternates"), format!("{}\n", objects.display()))
+            .map_err(|e| format!("cannot link the workspace to the cache: {e}"))?;
+        let shallow = cache.path().join("shallow");
+        if shallow.exists() {
+            std::fs::copy(&shallow, git_dir.join("shallow"))
+                .map_err(|e| format!("cannot copy {}: {e}", shallow.display()))?;
+        }
+        let repo = git2::Repository::open(dest).map_err(|e| fail("open", e))?;
+        repo.remote("origin", &self.shown).map_err(|e| fail("remote", e))?;
+        let target = repo.find_commit(commit).map_err(|e| fail("find the commit", e))?;
+        match branch {
+            Some(b) => {
+                repo.reference(&format!("refs/remotes/origin/{b}"), commit, true, "runner: fetched")
+                    .map_err(|e| fail("remote branch", e))?;
+                let mut local = repo.branch(b, &target, true).map_err(|e| fail("branch", e))?;
+                let _ = local.set_upstream(Some(&format!("origin/{b}")));
+                repo.set_head(&format!("refs/heads/{b}")).map_err(|e| fail("HEAD", e))?;
+            }
+            None => repo.set_head_detached(commit).map_err(|e| fail("HEAD", e))?,
+        }
+        if let Some((name, oid)) = tag {
+            repo.reference(&format!("refs/tags/{name}"), oid, true, "runner: fetched").map_err(|e| fail("tag", e))?;
+        }
         let mut checkout = git2::build::CheckoutBuilder::new();
         checkout.force();
-        repo.checkout_tree(commit.as_object(), Some(&mut checkout)).map_err(|e| e.message().to_string())?;
-        repo.set_head_detached(commit.id()).map_err(|e| e.message().to_string())?;
+        repo.checkout_head(Some(&mut checkout)).map_err(|e| fail("checkout", e))?;
+        head_outputs(&repo).map_err(|e| e.message().to_string())
     }
-    head_outputs(&repo).map_err(|e| e.message().to_string())
 }
 
-/// COMMIT_ID, BRANCH (empty when detached) and COMMIT_MESSAGE (first line) of a repository's HEAD.
+/// The cache's bare repository; one that cannot be opened (e.g. left half-made) is made again.
+fn open_cache(path: &Path) -> Result<git2::Repository, String> {
+    if let Ok(repo) = git2::Repository::open_bare(path) {
+        return Ok(repo);
+    }
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(|e| format!("cannot clear the broken cache {}: {e}", path.display()))?;
+    }
+    git2::Repository::init_bare(path)
+        .map_err(|e| format!("cannot create the cache {}: {}", path.display(), e.message()))
+}
+
+/// Held while a run uses a cached repository; closing the file releases the lock.
+struct CacheLock(#[allow(dead_code)] File);
+
+/// COMMIT_ID, BRANCH (empty when detached), COMMIT_MESSAGE (first line) and COMMIT_AUTHOR of a repository's HEAD.
 fn head_outputs(repo: &git2::Repository) -> Result<Outputs, git2::Error> {
     let head = repo.head()?;
     let commit = head.peel_to_commit()?;
     let branch =
         if repo.head_detached().unwrap_or(false) { String::new() } else { head.shorthand().unwrap_or("").to_string() };
+    let mut outputs = commit_outputs(&commit);
+    outputs.insert("BRANCH".into(), branch);
+    Ok(outputs)
+}
+
+fn commit_outputs(commit: &git2::Commit) -> Outputs {
+    let author = commit.author();
     let mut outputs = Outputs::new();
     outputs.insert("COMMIT_ID".into(), commit.id().to_string());
-    outputs.insert("BRANCH".into(), branch);
     outputs.insert("COMMIT_MESSAGE".into(), commit.summary().ok().flatten().unwrap_or("").to_string());
-    Ok(outputs)
+    outputs.insert(
+        "COMMIT_AUTHOR".into(),
+        format!("{} <{}>", String::from_utf8_lossy(author.name_bytes()), String::from_utf8_lossy(author.email_bytes())),
+    );
+    outputs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_user_and_password() {
+        assert_eq!(scrub_url("https://user:s3cret@example.com/a.git"), "https://***@example.com/a.git");
+        assert_eq!(scrub_url("https://ghp_abc@github.com/a.git"), "https://***@github.com/a.git");
+        assert_eq!(scrub_url("https://example.com/a@b.git"), "https://example.com/a@b.git");
+        assert_eq!(scrub_url("git@github.com:acme/a.git"), "git@github.com:acme/a.git");
+    }
+
+    #[test]
+    fn the_redactor_replaces_secrets_and_credentials_in_urls() {
+        let r = Redactor::new(vec!["tok3n".into()]);
+        assert_eq!(r.redact("bad tok3n for https://x:y@h/r"), "bad *** for https://***@h/r");
+    }
+
+    #[test]
+    fn schemes_are_told_apart() {
+        assert_eq!(Scheme::of("https://github.com/a/b.git"), Scheme::Https);
+        assert_eq!(Scheme::of("git@github.com:a/b.git"), Scheme::Ssh);
+        assert_eq!(Scheme::of("ssh://git@host/a.git"), Scheme::Ssh);
+        assert_eq!(Scheme::of("/srv/git/a"), Scheme::Local);
+        assert_eq!(Scheme::of("../a"), Scheme::Local);
+        assert_eq!(Scheme::of("file:///srv/a"), Scheme::Local);
+    }
+
+    #[test]
+    fn tokens_need_https_except_on_the_loopback() {
+        let spec = |repository: &str, auth| SourceSpec { repository: repository.into(), reference: None, auth };
+        let token = || Some(GitAuth::Token(SecretValue::Env("T".into())));
+        assert!(check(&spec("https://github.com/a/b.git", token())).is_empty());
+        assert!(check(&spec("http://127.0.0.1:8080/a.git", token())).is_empty());
+        assert_eq!(check(&spec("http://github.com/a/b.git", token())).len(), 1);
+        assert_eq!(check(&spec("git@github.com:a/b.git", token())).len(), 1);
+        assert_eq!(check(&spec("https://github.com/a/b.git", Some(GitAuth::SshAgent))).len(), 1);
+    }
+
+    #[test]
+    fn codebuild_sources_come_from_its_variables() {
+        let vars = [
+            ("CODEBUILD_BUILD_ID", "proj:1"),
+            ("CODEBUILD_SRC_DIR", "/codebuild/src"),
+            ("CODEBUILD_RESOLVED_SOURCE_VERSION", "abc"),
+            ("CODEBUILD_WEBHOOK_HEAD_REF", "refs/heads/dev"),
+            ("CODEBUILD_SRC_DIR_tools_src", "/codebuild/tools"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cb = CodeBuild::from_env(vars).expect("inside CodeBuild");
+        assert_eq!(
+            cb.checkout_for("source"),
+            Checkout::CodeBuild {
+                dir: "/codebuild/src".into(),
+                version: Some("abc".into()),
+                branch: Some("dev".into())
+            }
+        );
+        assert_eq!(cb.checkout_for("tools-src").dir(), Path::new("/codebuild/tools"));
+        assert!(CodeBuild::from_env([("CODEBUILD_SRC_DIR".to_string(), "/x".to_string())]).is_none());
+    }
 }

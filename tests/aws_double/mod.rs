@@ -84,6 +84,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     let mut writer = stream;
     loop {
         let mut length = 0usize;
+        let mut target = None;
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
@@ -106,6 +107,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 if k.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue") {
                     expect_continue = true;
                 }
+                if k.eq_ignore_ascii_case("x-amz-target") {
+                    target = v.trim().rsplit('.').next().map(str::to_string);
+                }
             }
         }
         if expect_continue && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
@@ -115,12 +119,21 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let params: HashMap<String, String> = String::from_utf8_lossy(&body)
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (decode(k), decode(v)))
-            .collect();
-        let action = params.get("Action").cloned().unwrap_or_else(|| s3_operation(&request_line));
+        // The query protocol (STS, CloudFormation) posts a form with Action; the JSON protocol (CodeBuild)
+        // names the action in X-Amz-Target and posts JSON, kept whole under "json".
+        let (action, params) = match target {
+            Some(action) => {
+                (action, HashMap::from([("json".to_string(), String::from_utf8_lossy(&body).into_owned())]))
+            }
+            None => {
+                let params: HashMap<String, String> = String::from_utf8_lossy(&body)
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (decode(k), decode(v)))
+                    .collect();
+                (params.get("Action").cloned().unwrap_or_else(|| s3_operation(&request_line)), params)
+            }
+        };
         let reply = {
             let mut s = state.lock().unwrap();
             s.requests.push(Request { action: action.clone(), params: params.clone() });
@@ -132,8 +145,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         };
         let extra: String = reply.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         let head = format!(
-            "HTTP/1.1 {} X\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nx-amzn-RequestId: 4f4a6d0c-0000-4000-8000-000000000000\r\n{extra}\r\n",
+            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nx-amzn-RequestId: 4f4a6d0c-0000-4000-8000-000000000000\r\n{extra}\r\n",
             reply.status,
+            if reply.body.starts_with('{') { "application/x-amz-json-1.1" } else { "text/xml" },
             reply.body.len()
         );
         let body_allowed = !request_line.starts_with("HEAD ");
@@ -286,4 +300,16 @@ pub fn change_set(status: &str, reason: Option<&str>) -> Reply {
         CFN_NS,
         &format!("<ChangeSetName>cs</ChangeSetName><Status>{status}</Status>{reason}<ExecutionStatus>AVAILABLE</ExecutionStatus><Changes><member><Type>Resource</Type><ResourceChange><Action>Modify</Action><LogicalResourceId>Bucket</LogicalResourceId><ResourceType>AWS::S3::Bucket</ResourceType><Replacement>False</Replacement></ResourceChange></member></Changes>"),
     )
+}
+
+/// https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_GetTemplate.html: the template as
+/// submitted (`TemplateStage` Original).
+pub fn template(body: &str) -> Reply {
+    let escaped = body.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    ok("GetTemplate", CFN_NS, &format!("<TemplateBody>{escaped}</TemplateBody><StagesAvailable><member>Original</member><member>Processed</member></StagesAvailable>"))
+}
+
+/// A JSON-protocol answer (CodeBuild), e.g. https://docs.aws.amazon.com/codebuild/latest/APIReference/API_BatchGetBuilds.html
+pub fn json(body: serde_json::Value) -> Reply {
+    Reply { status: 200, body: body.to_string(), headers: Vec::new() }
 }

@@ -117,9 +117,13 @@ impl Test {
     }
 
     fn command(&self, out_dir: &Path) -> Command {
+        self.command_with(out_dir, &self.args)
+    }
+
+    fn command_with(&self, out_dir: &Path, args: &[String]) -> Command {
         let mut command = Command::new(runner_bin());
         command
-            .args(&self.args)
+            .args(args)
             .current_dir(self.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(fs::File::create(out_dir.join("stdout")).expect("create stdout file")))
@@ -146,9 +150,24 @@ impl Test {
 
     /// Starts the binary as a child process, for tests that signal it.
     pub fn spawn(&self) -> Running {
+        self.spawn_args(self.args.clone())
+    }
+
+    /// Starts the binary with other arguments than the test's (same directory and environment).
+    pub fn spawn_with(&self, args: &[&str]) -> Running {
+        self.spawn_args(args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
+    /// Runs the binary to completion with other arguments than the test's.
+    pub fn run_with(&self, args: &[&str]) -> Output {
+        self.spawn_with(args).wait_for_exit(self.timeout)
+    }
+
+    fn spawn_args(&self, args: Vec<String>) -> Running {
         let out_dir = tempfile::Builder::new().prefix("runner-test-output-").tempdir().expect("create output dir");
-        let child = self.command(out_dir.path()).spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", runner_bin()));
-        Running { child, out_dir, started: Instant::now(), args: self.args.clone() }
+        let child =
+            self.command_with(out_dir.path(), &args).spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", runner_bin()));
+        Running { child, out_dir, started: Instant::now(), args }
     }
 }
 
@@ -716,4 +735,125 @@ fn line_diff(expected: &str, actual: &str) -> String {
         out.push_str("(only line endings differ)\n");
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// JUnit XML reports
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A JUnit XML report read back with a real XML parser.
+#[derive(Debug, Default)]
+pub struct Junit {
+    /// Attributes of the (only) `<testsuite>`.
+    pub suite: std::collections::BTreeMap<String, String>,
+    pub cases: Vec<JunitCase>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct JunitCase {
+    pub name: String,
+    pub classname: String,
+    pub time: f64,
+    /// `failure` / `skipped` with its `message` attribute and its text.
+    pub failure: Option<(String, String)>,
+    pub skipped: Option<String>,
+    pub system_out: String,
+}
+
+impl Junit {
+    pub fn case(&self, name: &str) -> &JunitCase {
+        self.cases.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no test case {name:?} in {self:#?}"))
+    }
+}
+
+/// Parses a JUnit report; fails the test when it is not well-formed XML or has no single `<testsuite>`.
+pub fn parse_junit(xml: &str) -> Junit {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut report = Junit::default();
+    let mut suites = 0;
+    let mut path: Vec<String> = Vec::new();
+    let attrs = |e: &quick_xml::events::BytesStart| -> std::collections::BTreeMap<String, String> {
+        e.attributes()
+            .map(|a| {
+                let a = a.unwrap_or_else(|err| panic!("bad attribute in the JUnit report: {err}\n{xml}"));
+                let value = a.unescape_value().unwrap_or_else(|err| panic!("bad attribute value: {err}\n{xml}"));
+                (String::from_utf8_lossy(a.key.as_ref()).into_owned(), value.into_owned())
+            })
+            .collect()
+    };
+    loop {
+        let event = reader.read_event().unwrap_or_else(|e| panic!("the JUnit report is not XML: {e}\n{xml}"));
+        let (start, empty) = match &event {
+            Event::Start(e) => (Some(e.clone()), false),
+            Event::Empty(e) => (Some(e.clone()), true),
+            _ => (None, false),
+        };
+        if let Some(e) = start {
+            let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+            let a = attrs(&e);
+            match name.as_str() {
+                "testsuite" => {
+                    suites += 1;
+                    report.suite = a;
+                }
+                "testcase" => report.cases.push(JunitCase {
+                    name: a.get("name").cloned().unwrap_or_default(),
+                    classname: a.get("classname").cloned().unwrap_or_default(),
+                    time: a.get("time").and_then(|t| t.parse().ok()).unwrap_or(-1.0),
+                    ..Default::default()
+                }),
+                "failure" => {
+                    let case = report.cases.last_mut().expect("failure outside a testcase");
+                    case.failure = Some((a.get("message").cloned().unwrap_or_default(), String::new()));
+                }
+                "skipped" => {
+                    let case = report.cases.last_mut().expect("skipped outside a testcase");
+                    case.skipped = Some(a.get("message").cloned().unwrap_or_default());
+                }
+                _ => {}
+            }
+            if !empty {
+                path.push(name);
+            }
+            continue;
+        }
+        match event {
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Text(t) => {
+                let text = t.xml_content().unwrap_or_else(|e| panic!("bad text in the JUnit report: {e}")).into_owned();
+                let case = report.cases.last_mut();
+                match (path.last().map(String::as_str), case) {
+                    (Some("failure"), Some(c)) => c.failure.as_mut().unwrap().1.push_str(&text),
+                    (Some("system-out"), Some(c)) => c.system_out.push_str(&text),
+                    _ => {}
+                }
+            }
+            Event::GeneralRef(r) => {
+                let text = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    _ => match String::from_utf8_lossy(&r).as_ref() {
+                        "amp" => "&".into(),
+                        "lt" => "<".into(),
+                        "gt" => ">".into(),
+                        "quot" => "\"".into(),
+                        "apos" => "'".into(),
+                        other => panic!("unknown entity &{other}; in the JUnit report\n{xml}"),
+                    },
+                };
+                let case = report.cases.last_mut();
+                match (path.last().map(String::as_str), case) {
+                    (Some("failure"), Some(c)) => c.failure.as_mut().unwrap().1.push_str(&text),
+                    (Some("system-out"), Some(c)) => c.system_out.push_str(&text),
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(suites, 1, "expected one <testsuite> in the JUnit report\n{xml}");
+    report
 }

@@ -1,0 +1,210 @@
+//! Past runs of a pipeline: history, status, resume, and answers to approvals from another shell.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use engine::incremental::Fingerprint;
+use engine::model::{Pipeline, StepKind};
+use engine::plan::Plan;
+use engine::record::{write_atomic, RunState};
+use engine::walk::Reused;
+use petgraph::Direction;
+
+/// Each step's definition as written, hashed: what a resume compares.
+pub fn step_hashes(pipeline: &Pipeline) -> BTreeMap<String, String> {
+    pipeline
+        .steps
+        .iter()
+        .map(|s| {
+            let mut f = Fingerprint::default();
+            f.add("step", &serde_json::to_vec(s).unwrap_or_default());
+            (s.id.clone(), f.finish())
+        })
+        .collect()
+}
+
+/// The runs of `pipeline` under the state dir, oldest first.
+pub fn runs_of(state_dir: &Path, pipeline: &str) -> Vec<(String, PathBuf)> {
+    let prefix = format!("{pipeline}-");
+    let mut runs: Vec<(String, PathBuf)> = std::fs::read_dir(state_dir.join("runs"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(&prefix)?;
+            (rest.starts_with(|c: char| c.is_ascii_digit()) && !rest.contains('-')).then(|| (name, e.path()))
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+fn find_run(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<(String, PathBuf), String> {
+    let runs = runs_of(state_dir, pipeline);
+    match run {
+        Some(id) => runs.into_iter().find(|(r, _)| r == id).ok_or_else(|| {
+            format!("error: no run `{id}` of pipeline `{pipeline}` in {}\n", state_dir.join("runs").display())
+        }),
+        None => runs
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| format!("error: pipeline `{pipeline}` has no runs in {}\n", state_dir.display())),
+    }
+}
+
+fn duration_between(start: &str, end: Option<&str>) -> String {
+    let (Ok(s), Some(Ok(e))) = (humantime::parse_rfc3339(start), end.map(humantime::parse_rfc3339)) else {
+        return "-".to_string();
+    };
+    e.duration_since(s).map(crate::report::format_duration).unwrap_or_else(|_| "-".into())
+}
+
+/// `runner history`: id, start, duration, outcome of every run.
+pub fn history(state_dir: &Path, pipeline: &str) -> String {
+    let runs = runs_of(state_dir, pipeline);
+    if runs.is_empty() {
+        return format!("pipeline `{pipeline}` has no runs in {}\n", state_dir.display());
+    }
+    let width = runs.iter().map(|(id, _)| id.len()).max().unwrap_or(6);
+    let mut out = format!("{:width$}  {:24}  {:>9}  outcome\n", "run", "started", "duration");
+    for (id, dir) in runs {
+        match RunState::load(&dir) {
+            Ok(s) => {
+                let resumed =
+                    if s.resumed.is_empty() { String::new() } else { format!(" (resumed {}x)", s.resumed.len()) };
+                let _ = writeln!(
+                    out,
+                    "{id:width$}  {:24}  {:>9}  {}{resumed}",
+                    s.started,
+                    duration_between(&s.started, s.finished.as_deref()),
+                    if s.status == "running" && s.finished.is_none() { "unfinished" } else { &s.status }
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{id:width$}  {e}");
+            }
+        }
+    }
+    out
+}
+
+/// `runner status`: one run's nodes with status, duration and log.
+pub fn status(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<String, String> {
+    let (id, dir) = find_run(state_dir, pipeline, run)?;
+    let state = RunState::load(&dir).map_err(|e| format!("error: {e}\n"))?;
+    let mut out = format!("run {id} of `{pipeline}`: {}\n\n", state.status);
+    let width = state.nodes.keys().map(String::len).max().unwrap_or(4).max(4);
+    let _ = writeln!(out, "{:width$}  {:10}  {:>9}  log", "step", "status", "duration");
+    for (node, n) in &state.nodes {
+        let duration = n
+            .duration_ms
+            .map_or("-".to_string(), |ms| crate::report::format_duration(std::time::Duration::from_millis(ms)));
+        let _ = writeln!(out, "{node:width$}  {:10}  {duration:>9}  {}", n.status, n.log);
+        if let Some(e) = &n.error {
+            let _ = writeln!(out, "{:width$}  {}", "", e.lines().next().unwrap_or(""));
+        }
+    }
+    Ok(out)
+}
+
+/// What a resume continues: the run, its state, and the nodes it reuses.
+pub struct Resume {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub state: RunState,
+    pub reused: HashMap<String, Reused>,
+}
+
+/// The last unfinished or failed run of the plan's pipeline, and which of its nodes stay done: those that
+/// succeeded, whose step did not change, and whose upstream nodes are reused too.
+pub fn resume(plan: &Plan, state_dir: &Path, allow_changed: bool) -> Result<Resume, String> {
+    let pipeline = &plan.pipeline.loaded.pipeline;
+    let (run_id, run_dir) = find_run(state_dir, &pipeline.name, None)
+        .map_err(|_| format!("error: nothing to resume: pipeline `{}` has no runs yet\n", pipeline.name))?;
+    let state = RunState::load(&run_dir).map_err(|e| format!("error: {e}\n"))?;
+    if state.status == "succeeded" {
+        return Err(format!("error: nothing to resume: the last run {run_id} of `{}` succeeded\n", pipeline.name));
+    }
+    let now = step_hashes(pipeline);
+    let step_of = |node: &str| node.split('/').next().unwrap_or(node).to_string();
+    let mut changed: Vec<String> = state
+        .nodes
+        .iter()
+        .filter(|(_, n)| done(&n.status))
+        .map(|(node, _)| step_of(node))
+        .filter(|step| state.steps.get(step) != now.get(step))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    changed.sort();
+    if !changed.is_empty() && !allow_changed {
+        return Err(format!(
+            "error: cannot resume run {run_id}: {} changed since it ran ({}); those steps completed with the old \
+             definition\n  hint: run again from the start, or pass --allow-changed to run the changed steps (and \
+             what follows them) again\n",
+            plan.pipeline.loaded.path.display(),
+            changed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let reused = reuse(plan, &state, &changed);
+    Ok(Resume { run_id, run_dir, state, reused })
+}
+
+fn done(status: &str) -> bool {
+    matches!(status, "succeeded" | "unchanged" | "up-to-date")
+}
+
+/// Nodes of `plan` that stay done: completed in `state`, their step not in `changed`, everything upstream reused.
+fn reuse(plan: &Plan, state: &RunState, changed: &[String]) -> HashMap<String, Reused> {
+    let mut reused = HashMap::new();
+    for n in petgraph::algo::toposort(&plan.graph, None).unwrap_or_default() {
+        let id = &plan.graph[n].id;
+        let Some(old) = state.nodes.get(id) else { continue };
+        let step = id.split('/').next().unwrap_or(id);
+        let upstream_reused =
+            plan.graph.neighbors_directed(n, Direction::Incoming).all(|m| reused.contains_key(&plan.graph[m].id));
+        if done(&old.status) && !changed.iter().any(|c| c == step) && upstream_reused {
+            reused.insert(id.clone(), Reused { outputs: old.outputs.clone(), workspace: old.workspace.clone() });
+        }
+    }
+    reused
+}
+
+/// After a SelfUpdate restart: what the new definition can reuse of the run so far (steps whose definitions are
+/// identical in both, with everything upstream reused too).
+pub fn reusable(old: &Plan, new: &Plan, state: &RunState) -> HashMap<String, Reused> {
+    let old_steps = &old.pipeline.loaded.pipeline.steps;
+    let changed: Vec<String> = new
+        .pipeline
+        .loaded
+        .pipeline
+        .steps
+        .iter()
+        .filter(|s| old_steps.iter().find(|o| o.id == s.id) != Some(*s))
+        .map(|s| s.id.clone())
+        .collect();
+    reuse(new, state, &changed)
+}
+
+/// `runner approve`: answer an Approval step of a run (the latest by default) through its run directory.
+pub fn approve(plan: &Plan, state_dir: &Path, step: &str, run: Option<&str>, reject: bool) -> Result<String, String> {
+    let pipeline = &plan.pipeline.loaded.pipeline;
+    let approvals: Vec<&str> =
+        pipeline.steps.iter().filter(|s| matches!(s.kind, StepKind::Approval(_))).map(|s| s.id.as_str()).collect();
+    if !approvals.contains(&step) {
+        let hint = engine::validate::closest(step, approvals.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Err(format!("error: `{step}` is not an Approval step of `{}`{hint}\n", pipeline.name));
+    }
+    let (id, dir) = find_run(state_dir, &pipeline.name, run)?;
+    let file = steps::approval::answer_file(&dir, step);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("error: cannot create {}: {e}\n", parent.display()))?;
+    }
+    let answer = if reject { "rejected" } else { "approved" };
+    write_atomic(&file, answer.as_bytes()).map_err(|e| format!("error: cannot write {}: {e}\n", file.display()))?;
+    Ok(format!("{answer} `{step}` of run {id}\n"))
+}
