@@ -282,7 +282,9 @@ impl PublishStep {
         parallel: usize,
     ) -> Result<NodeSuccess, StepError> {
         if let Some(image) = stage.images.iter().find(|i| i.part == part) {
-            return crate::docker::publish_image(ctx, image).await;
+            let target_of =
+                |account: &str, region: &str, role: Option<String>| self.target(ctx, account, region, role, None);
+            return crate::docker::publish_image(ctx, image, &self.sessions, target_of).await;
         }
         let asset = stage
             .files
