@@ -225,14 +225,8 @@ fn print_diffs(plan: &Plan, catalog: &StepCatalog, state_dir: &Path) -> ExitCode
         let (StepKind::Deploy(spec), Some(part)) = (&step.kind, node.part.as_deref()) else { continue };
         let result = (|| {
             let spec = steps::deploy::resolve_with_env(spec, &env)?;
-            let stack = match &spec.stacks {
-                engine::model::Stacks::Listed(list) => list.iter().find(|s| s.name == part).cloned(),
-                engine::model::Stacks::Assembly { .. } => {
-                    return Err("previews of cloud assembly stacks are not supported yet".to_string())
-                }
-            }
-            .ok_or_else(|| format!("no stack `{part}`"))?;
             let workspace = workspace_of(plan, catalog, node.step, state_dir);
+            let (spec, stack) = steps::deploy::stack_for_diff(&spec, part, &workspace)?;
             let target = steps::deploy::target(
                 &spec,
                 &plan.pipeline.loaded.pipeline.name,

@@ -280,3 +280,17 @@ fn a_deploy_for_another_account_than_the_stage_is_refused() {
         "is for aws://111111111111/us-east-1, but this Deploy is for aws://222222222222/us-east-1",
     );
 }
+
+#[test]
+fn plan_diff_previews_the_stacks_of_an_assembly_stage_and_leaves_nothing_behind() {
+    let moto = Moto::start();
+    bootstrap_by_hand(&moto, DEV);
+    let test = moto.env(Test::new()).pipeline(PIPELINE).args(&["plan", "pipeline.ron", "--diff"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("deploy-dev/Dev-VpcStack (aws://111111111111/us-east-1): new stack, 9 resources to add");
+    out.assert_stdout_contains("+ Add    EtlJobAuditTableB3D34C34 (AWS::DynamoDB::Table)");
+    let state = state_of_dev(&moto);
+    assert_eq!(state["stacks"], serde_json::json!({}), "previews leave no stack behind");
+}
