@@ -307,3 +307,41 @@ fn a_docker_image_asset_is_built_then_pushed_after_an_ecr_login_through_its_dest
     assert_eq!(lines[4], format!("push {image}"));
     assert!(!out.combined().contains(&lines[2]["password=".len()..]), "the password is never logged");
 }
+
+#[test]
+fn many_assets_to_one_bucket_are_checked_with_a_listing_and_a_second_publish_uploads_nothing() {
+    let moto = Moto::start();
+    kms_bucket(&moto);
+    let mut test = moto.env(Test::new());
+    let mut files = String::new();
+    for i in 0..20 {
+        test = test.write(&format!("many/{i:02}.txt"), &format!("file {i}\n"));
+        files.push_str(&format!("(id: \"f{i:02}\", path: \"many/{i:02}.txt\"), "));
+    }
+    let test = test
+        .pipeline(&format!(
+            r#"Pipeline(name: "many", steps: [
+    Step(id: "publish", kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "us-east-1", prefix: "many/"),
+        files: [{files}],
+    ))),
+])"#
+        ))
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    let first = test.run();
+    first.assert_code(0);
+    assert!(first.combined().contains(&format!("listed s3://{BUCKET}/many/: 0 objects there")), "{}", first.dump());
+    assert_eq!(first.combined().matches("uploaded f").count(), 20);
+    let second = test.run();
+    second.assert_code(0);
+    assert_eq!(statuses(&second)["publish"], "unchanged", "{}", second.dump());
+    assert!(second.combined().contains(&format!("listed s3://{BUCKET}/many/: 20 objects there")));
+    assert_eq!(second.combined().matches("is already published at").count(), 20);
+    let state = moto.boto(
+        Some(DEV),
+        &format!(r#"result["keys"] = [o["Key"] for o in client("s3").list_objects_v2(Bucket="{BUCKET}")["Contents"]]"#),
+    );
+    let keys = state["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 20);
+    assert!(keys.iter().all(|k| k.as_str().unwrap().starts_with("many/") && k.as_str().unwrap().ends_with(".txt")));
+}

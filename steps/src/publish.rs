@@ -397,7 +397,9 @@ impl PublishStep {
             events: ctx.events.clone(),
         });
         let hashes = Arc::new(HashCache::load(&ctx.state_dir));
+        let listings = self.list_existing(ctx, &jobs).await;
         let shared = Arc::new(Shared {
+            listings,
             hashes: Arc::clone(&hashes),
             sessions: Arc::clone(&self.sessions),
             requests: Semaphore::new(parallel),
@@ -609,6 +611,8 @@ struct Done {
 type EncryptionCache = HashMap<(String, String), Option<Option<String>>>;
 
 struct Shared {
+    /// (account, bucket) -> every key under the listed prefix, when many assets go to one bucket.
+    listings: HashMap<(String, String), Listing>,
     hashes: Arc<HashCache>,
     sessions: Arc<Sessions>,
     requests: Semaphore,
@@ -659,8 +663,15 @@ async fn upload(shared: &Shared, target: &Target, mut job: Job) -> Result<Done, 
     let len = job.body.len();
     let mut done =
         Done { asset: job.asset.clone(), bucket: d.bucket.clone(), key: d.key.clone(), bytes: len, uploaded: false };
-    match s3.head_object().bucket(&d.bucket).key(&d.key).send().await {
-        Ok(_) => {
+    let listing = shared.listings.get(&(d.account.clone(), d.bucket.clone())).filter(|l| d.key.starts_with(&l.prefix));
+    let there = match listing {
+        // The bucket was listed (one request per 1,000 keys instead of a HeadObject per asset).
+        Some(l) => Ok(l.keys.contains(&d.key)),
+        None => s3.head_object().bucket(&d.bucket).key(&d.key).send().await.map(|_| true),
+    };
+    match there {
+        Ok(false) => {}
+        Ok(true) => {
             shared.progress.asset_done(0, len);
             return Ok(done);
         }
@@ -699,6 +710,79 @@ async fn upload(shared: &Shared, target: &Target, mut job: Job) -> Result<Done, 
     }
     done.uploaded = true;
     Ok(done)
+}
+
+/// The keys under a prefix of a bucket, listed completely.
+struct Listing {
+    prefix: String,
+    keys: std::collections::HashSet<String>,
+}
+
+/// From this many assets to one bucket on, the bucket is listed instead of asking HeadObject per asset.
+const LIST_FROM: usize = 16;
+/// At most this many ListObjectsV2 pages (1,000 keys each); a bigger bucket falls back to HeadObject.
+const LIST_PAGES: usize = 10;
+
+impl PublishStep {
+    /// Buckets that many jobs go to, listed under the jobs' common key prefix. A listing that fails (e.g. no
+    /// s3:ListBucket) or is too long is left out: those jobs ask HeadObject.
+    async fn list_existing(&self, ctx: &NodeContext, jobs: &[Job]) -> HashMap<(String, String), Listing> {
+        let mut groups: HashMap<(String, String), (Target, Vec<String>)> = HashMap::new();
+        for job in jobs {
+            let d = &job.destination;
+            let prefix = match &job.key_from_hash {
+                Some((prefix, _)) => prefix.clone(),
+                None => d.key.clone(),
+            };
+            let target = self.target(ctx, &d.account, &d.region, d.role.clone(), d.external_id.clone());
+            groups.entry((d.account.clone(), d.bucket.clone())).or_insert((target, Vec::new())).1.push(prefix);
+        }
+        let mut listings = HashMap::new();
+        for ((account, bucket), (target, prefixes)) in groups {
+            if prefixes.len() < LIST_FROM {
+                continue;
+            }
+            let prefix = prefixes.iter().skip(1).fold(prefixes[0].clone(), |common, p| {
+                common.chars().zip(p.chars()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect()
+            });
+            let Ok(session) = self.sessions.get(&target).await else { continue };
+            let s3 = session.s3();
+            let mut keys = std::collections::HashSet::new();
+            let mut token = None;
+            let mut complete = false;
+            for _ in 0..LIST_PAGES {
+                let page = s3
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await;
+                let Ok(page) = page else { break };
+                keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+                match page.next_continuation_token() {
+                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                    _ => {
+                        complete = true;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                ctx.events
+                    .log(
+                        Stream::Runner,
+                        format!(
+                            "listed s3://{bucket}/{prefix}: {} objects there, instead of a HeadObject per asset",
+                            keys.len()
+                        ),
+                    )
+                    .await;
+                listings.insert((account, bucket), Listing { prefix, keys });
+            }
+        }
+        listings
+    }
 }
 
 /// The bucket's default encryption, asked once per bucket: `Some(key)` when it is SSE-KMS.
