@@ -61,6 +61,32 @@ pub enum Command {
         #[arg(long)]
         reject: bool,
     },
+    /// Prepare an account for deployments (CDK-compatible bootstrap stack `CDKToolkit`): assets bucket (KMS,
+    /// versioning, TLS only, no public access), file-publishing, deploy and CloudFormation execution roles, and
+    /// the SSM parameter /cdk-bootstrap/QUALIFIER/version.
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// The account and region to bootstrap: aws://ACCOUNT/REGION.
+    #[arg(value_name = "aws://ACCOUNT/REGION")]
+    pub environment: String,
+    /// The deployment account, trusted to publish and deploy (repeatable).
+    #[arg(long, value_name = "ACCOUNT", required = true)]
+    pub trust: Vec<String>,
+    /// A role to act through in the account (e.g. an organization access role); default: the caller's
+    /// credentials, which must act in ACCOUNT.
+    #[arg(long, value_name = "ARN")]
+    pub role: Option<String>,
+    /// The bootstrap qualifier in resource names (default hnb659fds, as CDK's default synthesizer expects).
+    #[arg(long)]
+    pub qualifier: Option<String>,
+    /// Managed policy of the CloudFormation execution role (repeatable; default AdministratorAccess).
+    #[arg(long, value_name = "ARN")]
+    pub execution_policy: Vec<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, clap::Args)]

@@ -99,7 +99,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                 print!("{}", engine::graph::waves(&plan, jobs_for(&plan, args.jobs)));
                 return Ok(ExitCode::SUCCESS);
             }
-            run(args, &cli.state_dir)
+            let (plan, catalog) = load(&args.file, &args.sources)?;
+            run(plan, catalog, args, &cli.state_dir)
         }
         Command::Step { file, step } => run_one_step(&file, &step, &cli.state_dir),
         Command::History { file } => {
@@ -117,7 +118,55 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             print!("{}", runs::approve(&plan, &cli.state_dir, &step, run.as_deref(), reject)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bootstrap(args) => bootstrap(args, &cli.state_dir),
     }
+}
+
+/// `runner bootstrap aws://ACCOUNT/REGION --trust ACCOUNT`: the bootstrap stack, deployed as a one-step pipeline
+/// by the Deploy step (preflight included: refused when the credentials act in another account).
+fn bootstrap(args: cli::BootstrapArgs, state_dir: &Path) -> Result<ExitCode, String> {
+    let b = steps::bootstrap::Bootstrap::new(
+        &args.environment,
+        args.trust,
+        args.role,
+        args.qualifier,
+        args.execution_policy,
+    )
+    .map_err(|e| format!("error: {e}\n"))?;
+    let dir = state_dir.join("bootstrap");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("error: cannot create {}: {e}\n", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| format!("error: {}: {e}\n", dir.display()))?;
+    let template = dir.join(format!("{}-{}.yaml", steps::bootstrap::STACK_NAME, b.qualifier));
+    std::fs::write(&template, steps::bootstrap::TEMPLATE)
+        .map_err(|e| format!("error: cannot write {}: {e}\n", template.display()))?;
+    let text = b.pipeline(&template);
+    let loaded = engine::load::parse(&dir.join("bootstrap.ron"), text).map_err(|e| e.render())?;
+    let sources = SourceDirs { source_dir: Vec::new() };
+    let (plan, catalog) = plan_of(loaded, &sources)?;
+    eprintln!(
+        "bootstrap: aws://{}/{} (qualifier {}), trusting {}, acting as {}",
+        b.account,
+        b.region,
+        b.qualifier,
+        b.trust.join(", "),
+        b.role.as_deref().unwrap_or("the caller's credentials")
+    );
+    let run_args = RunArgs {
+        file: dir.join("bootstrap.ron"),
+        jobs: None,
+        fail_fast: false,
+        output: args.output,
+        sources,
+        dry_run: false,
+        resume: false,
+        allow_changed: false,
+        force: false,
+        force_step: Vec::new(),
+        approve: Vec::new(),
+        local_only: false,
+        junit: None,
+    };
+    run(plan, catalog, run_args, state_dir)
 }
 
 fn jobs_for(plan: &Plan, jobs: Option<usize>) -> usize {
@@ -127,6 +176,11 @@ fn jobs_for(plan: &Plan, jobs: Option<usize>) -> usize {
 /// Load, validate and plan; warnings are printed, errors returned rendered.
 fn load(file: &Path, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), String> {
     let loaded = engine::load::load(file).map_err(|e| e.render())?;
+    plan_of(loaded, sources)
+}
+
+/// Validate and plan a loaded pipeline.
+fn plan_of(loaded: engine::load::Loaded, sources: &SourceDirs) -> Result<(Plan, Arc<StepCatalog>), String> {
     let source_dirs = source_dirs(&loaded, sources)?;
     let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
     let codebuild = steps::source::CodeBuild::from_env(std::env::vars());
@@ -171,6 +225,9 @@ fn print_diffs(plan: &Plan, catalog: &StepCatalog, state_dir: &Path) -> ExitCode
             let spec = steps::deploy::resolve_with_env(spec, &env)?;
             let stack = match &spec.stacks {
                 engine::model::Stacks::Listed(list) => list.iter().find(|s| s.name == part).cloned(),
+                engine::model::Stacks::Assembly { .. } => {
+                    return Err("previews of cloud assembly stacks are not supported yet".to_string())
+                }
             }
             .ok_or_else(|| format!("no stack `{part}`"))?;
             let workspace = workspace_of(plan, catalog, node.step, state_dir);
@@ -289,7 +346,8 @@ fn run_one_step(file: &Path, step_id: &str, state_dir: &Path) -> Result<ExitCode
         local_only: true,
         junit: None,
     };
-    let code = run(args, &state)?;
+    let (plan, catalog) = load(&args.file, &args.sources)?;
+    let code = run(plan, catalog, args, &state)?;
     let (_, last) = runs::runs_of(&state, &pipeline.name).pop().ok_or("error: the step left no run\n")?;
     let recorded = engine::record::RunState::load(&last).map_err(|e| format!("error: {e}\n"))?;
     let node = recorded.nodes.get(step_id).cloned().unwrap_or_default();
@@ -375,8 +433,7 @@ fn source_dirs(loaded: &engine::load::Loaded, sources: &SourceDirs) -> Result<Ha
     Ok(dirs)
 }
 
-fn run(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
-    let (plan, catalog) = load(&args.file, &args.sources)?;
+fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
     let env: HashMap<String, String> = std::env::vars().collect();
     check_env(&plan, &catalog, &env)?;
     let jobs = jobs_for(&plan, args.jobs);

@@ -107,6 +107,7 @@ pub enum StepKind {
     Deploy(DeploySpec),
     Approval(ApprovalSpec),
     SelfUpdate(SelfUpdateSpec),
+    Publish(PublishSpec),
 }
 
 impl StepKind {
@@ -118,6 +119,7 @@ impl StepKind {
             StepKind::Deploy(_) => "Deploy",
             StepKind::Approval(_) => "Approval",
             StepKind::SelfUpdate(_) => "SelfUpdate",
+            StepKind::Publish(_) => "Publish",
         }
     }
 }
@@ -246,6 +248,14 @@ pub enum DeployMethod {
 pub enum Stacks {
     /// Stacks listed in the pipeline, with templates in the workspace.
     Listed(Vec<StackSpec>),
+    /// Every stack of one stage of a CDK cloud assembly (`cdk synth` output), with the roles its manifest names
+    /// and the templates its Publish put in the assets bucket.
+    Assembly {
+        /// The assembly directory, relative to the workspace (e.g. `cdk.out`).
+        dir: String,
+        /// The Stage's name (its `displayName`, e.g. `Dev`).
+        stage: String,
+    },
 }
 
 /// One CloudFormation stack.
@@ -286,4 +296,61 @@ pub struct ApprovalSpec {
 pub struct SelfUpdateSpec {
     /// The pipeline file's path in the source workspace, e.g. `pipelines/prod.ron`.
     pub pipeline: String,
+}
+
+/// Upload file assets to S3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub assets: PublishAssets,
+    /// Assets uploaded at once by this node; default 8.
+    #[serde(default)]
+    pub max_parallel: Option<usize>,
+}
+
+/// What a Publish uploads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum PublishAssets {
+    /// Files and directories of the workspace, to one bucket; each object's key is the sha256 of its bytes.
+    Files { destination: Destination, files: Vec<FileAsset> },
+    /// The file (and docker image) assets of one stage of a CDK cloud assembly, to the destinations its asset
+    /// manifests name (keys verbatim).
+    Assembly {
+        /// The assembly directory, relative to the workspace (e.g. `cdk.out`).
+        dir: String,
+        /// The Stage's name (its `displayName`, e.g. `Dev`).
+        stage: String,
+    },
+}
+
+/// One file asset declared in a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAsset {
+    /// Names the asset in messages and outputs (`<ID>_KEY`, `<ID>_URL`).
+    pub id: String,
+    /// A file (uploaded as is) or a directory (zipped deterministically), relative to the workspace.
+    pub path: String,
+}
+
+/// Where a Publish puts assets declared in the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub account: String,
+    pub region: String,
+    /// Default: the CDK bootstrap assets bucket `cdk-{qualifier}-assets-{account}-{region}`.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Default `Bootstrap`: the CDK file-publishing role `cdk-{qualifier}-file-publishing-role-{account}-{region}`.
+    #[serde(default)]
+    pub role: DeployRole,
+    #[serde(default)]
+    pub qualifier: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Prepended to every object key (e.g. `assets/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
 }

@@ -18,6 +18,7 @@ use engine::step::{Expansion, NodeContext, NodeSuccess, Outputs, Part, StepError
 use engine::subst;
 use sha2::{Digest, Sha256};
 
+use crate::assembly;
 use crate::aws::{aws_reason, Session, Sessions, Target, DEFAULT_QUALIFIER};
 
 /// CloudFormation's limit for a template passed in the request body.
@@ -28,6 +29,7 @@ const CAPABILITIES: [&str; 3] = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPA
 fn stacks(spec: &DeploySpec) -> &[StackSpec] {
     match &spec.stacks {
         Stacks::Listed(s) => s,
+        Stacks::Assembly { .. } => &[],
     }
 }
 
@@ -43,8 +45,19 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
         problems.push(("region".into(), "empty `region`".into()));
     }
     let list = stacks(spec);
-    if list.is_empty() {
-        problems.push(("stacks".into(), "a Deploy needs at least one stack".into()));
+    match &spec.stacks {
+        Stacks::Listed(l) if l.is_empty() => {
+            problems.push(("stacks".into(), "a Deploy needs at least one stack".into()));
+        }
+        Stacks::Listed(_) => {}
+        Stacks::Assembly { dir, stage } => {
+            if dir.trim().is_empty() {
+                problems.push(("stacks.dir".into(), "empty assembly `dir`".into()));
+            }
+            if stage.trim().is_empty() {
+                problems.push(("stacks.stage".into(), "empty `stage`".into()));
+            }
+        }
     }
     let names: HashSet<&str> = list.iter().map(|s| s.name.as_str()).collect();
     let mut seen = HashSet::new();
@@ -115,6 +128,12 @@ fn assets_bucket(spec: &DeploySpec) -> String {
 /// What `plan` says.
 pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
     let to = format!("aws://{}/{}", spec.account, spec.region);
+    if let Stacks::Assembly { dir, stage } = &spec.stacks {
+        return match part {
+            Some(p) => format!("deploy stack {p} of stage {stage} ({dir}) to {to}, as the roles its manifest names"),
+            None => format!("deploy the stacks of stage {stage} of the cloud assembly {dir} to {to}"),
+        };
+    }
     let stacks = stacks(spec);
     match part.and_then(|p| stacks.iter().find(|s| s.name == p)) {
         Some(stack) => {
@@ -129,9 +148,18 @@ pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
     }
 }
 
-/// One node per stack, ordered by `depends_on`.
-pub fn expand(spec: &DeploySpec) -> Expansion {
-    Expansion::Parts(
+/// One node per stack, ordered by `depends_on`. An assembly's stacks: known now when the assembly exists in
+/// `base_dir`, else when the node runs (after the step that synthesizes it).
+pub fn expand(spec: &DeploySpec, base_dir: &std::path::Path) -> Result<Expansion, String> {
+    if let Stacks::Assembly { dir, stage } = &spec.stacks {
+        let root = base_dir.join(dir);
+        if dir.contains("${") || spec.account.contains("${") || !assembly::exists(&root) {
+            return Ok(Expansion::AtRunTime);
+        }
+        let stage = assembly::load_stage(&root, stage)?;
+        return Ok(Expansion::Parts(assembly_parts(spec, &stage)?));
+    }
+    Ok(Expansion::Parts(
         stacks(spec)
             .iter()
             .map(|s| Part {
@@ -140,7 +168,31 @@ pub fn expand(spec: &DeploySpec) -> Expansion {
                 description: describe(spec, Some(&s.name)),
             })
             .collect(),
-    )
+    ))
+}
+
+/// The nodes of an assembly stage's stacks; every stack must be for this Deploy's account and region.
+fn assembly_parts(spec: &DeploySpec, stage: &assembly::Stage) -> Result<Vec<Part>, String> {
+    if stage.stacks.is_empty() {
+        return Err(format!("stage {} of the cloud assembly has no stacks", stage.name));
+    }
+    for s in &stage.stacks {
+        if s.account != spec.account || s.region != spec.region {
+            return Err(format!(
+                "stack {} of stage {} is for aws://{}/{}, but this Deploy is for aws://{}/{}",
+                s.stack_name, stage.name, s.account, s.region, spec.account, spec.region
+            ));
+        }
+    }
+    Ok(stage
+        .stacks
+        .iter()
+        .map(|s| Part {
+            name: s.stack_name.clone(),
+            needs: s.depends_on.clone(),
+            description: describe(spec, Some(&s.stack_name)),
+        })
+        .collect())
 }
 
 /// STS session name `runner-<pipeline>-<step>`, within STS's charset and 64 characters.
@@ -362,6 +414,9 @@ pub struct DeployStep {
 #[async_trait::async_trait]
 impl StepRunner for DeployStep {
     async fn run(&self, ctx: &NodeContext) -> Result<NodeSuccess, StepError> {
+        if let Stacks::Assembly { dir, stage } = &self.spec.stacks {
+            return self.run_assembly(ctx, dir, stage).await;
+        }
         let Some(name) = ctx.part.as_deref() else {
             return Err(StepError::invalid("a Deploy runs as one node per stack"));
         };
@@ -371,10 +426,144 @@ impl StepRunner for DeployStep {
             .ok_or_else(|| StepError::invalid(format!("no stack `{name}` in this stage")))?;
         let target = target(&self.spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
         let session = self.sessions.get(&target).await.map_err(|e| StepError::failed(e.to_string()))?;
-        let deployment =
-            StackDeployment { spec: &self.spec, stack, session: &session, cfn: session.cloudformation(), ctx };
+        let deployment = StackDeployment {
+            spec: &self.spec,
+            stack,
+            session: &session,
+            cfn: session.cloudformation(),
+            ctx,
+            template_url: None,
+        };
         deployment.run().await
     }
+}
+
+impl DeployStep {
+    /// A stage of a cloud assembly: the step's own node expands into the stacks; a stack's node deploys it
+    /// through the roles its manifest names, from its published template.
+    async fn run_assembly(&self, ctx: &NodeContext, dir: &str, stage: &str) -> Result<NodeSuccess, StepError> {
+        let root = ctx.workspace.join(dir);
+        let stage = assembly::load_stage(&root, stage).map_err(StepError::invalid)?;
+        for w in &stage.warnings {
+            ctx.events.log(Stream::Runner, format!("warning: {w}")).await;
+        }
+        let Some(name) = ctx.part.as_deref() else {
+            let parts = assembly_parts(&self.spec, &stage).map_err(StepError::invalid)?;
+            ctx.events
+                .log(Stream::Runner, format!("stage {} of {} has {} stacks", stage.name, root.display(), parts.len()))
+                .await;
+            return Ok(NodeSuccess { expansion: parts, ..Default::default() });
+        };
+        let artifact = stage.stacks.iter().find(|s| s.stack_name == name).ok_or_else(|| {
+            StepError::invalid(format!("no stack `{name}` in stage {} of {}", stage.name, root.display()))
+        })?;
+        assembly_parts(&self.spec, &stage).map_err(StepError::invalid)?;
+        let mut spec = self.spec.clone();
+        if spec.role == DeployRole::Bootstrap {
+            if let Some(role) = &artifact.assume_role_arn {
+                spec.role = DeployRole::Arn(role.clone());
+            }
+        }
+        if spec.execution_role.is_none() {
+            spec.execution_role = artifact.execution_role_arn.clone();
+        }
+        let stack = StackSpec {
+            name: artifact.stack_name.clone(),
+            template: artifact.template_file.display().to_string(),
+            parameters: artifact.parameters.clone(),
+            tags: artifact.tags.clone(),
+            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            termination_protection: artifact.termination_protection,
+            depends_on: artifact.depends_on.clone(),
+        };
+        let target = target(&spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
+        let session = self.sessions.get(&target).await.map_err(|e| StepError::failed(e.to_string()))?;
+        check_bootstrap_version(&session, artifact).await?;
+        let template_url = match &artifact.template_object_url {
+            Some(url) => Some(published_template(&session, artifact, url).await?),
+            None => None,
+        };
+        let deployment = StackDeployment {
+            spec: &spec,
+            stack: &stack,
+            session: &session,
+            cfn: session.cloudformation(),
+            ctx,
+            template_url,
+        };
+        deployment.run().await
+    }
+}
+
+/// The stack's `requiresBootstrapStackVersion` against the account's bootstrap version parameter in SSM.
+async fn check_bootstrap_version(session: &Session, stack: &assembly::StackArtifact) -> Result<(), StepError> {
+    let (Some(required), Some(parameter)) = (stack.requires_bootstrap_version, &stack.bootstrap_version_parameter)
+    else {
+        return Ok(());
+    };
+    let hint = format!(
+        "bootstrap it: `runner bootstrap aws://{a}/{r} --trust <deployment account>` (or `cdk bootstrap`)",
+        a = stack.account,
+        r = stack.region
+    );
+    let ssm = aws_sdk_ssm::Client::new(&session.config);
+    let out = ssm.get_parameter().name(parameter).send().await.map_err(|e| {
+        if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) {
+            StepError::failed(format!(
+                "account {} is not bootstrapped in {}: SSM parameter {parameter} does not exist; {hint}",
+                stack.account, stack.region
+            ))
+        } else {
+            StepError::failed(format!(
+                "cannot read the bootstrap version {parameter} of account {}: {}",
+                stack.account,
+                aws_reason(&e)
+            ))
+        }
+    })?;
+    let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+    let version: u64 = value.trim().parse().map_err(|_| {
+        StepError::failed(format!(
+            "the bootstrap version {parameter} of account {} is `{value}`, not a number",
+            stack.account
+        ))
+    })?;
+    if version < required {
+        return Err(StepError::failed(format!(
+            "stack {} needs bootstrap version {required}, but account {} has version {version} ({parameter}); {hint}",
+            stack.stack_name, stack.account
+        )));
+    }
+    Ok(())
+}
+
+/// The template's URL for CloudFormation (path style under a custom endpoint), once it is seen published.
+async fn published_template(
+    session: &Session,
+    stack: &assembly::StackArtifact,
+    url: &str,
+) -> Result<String, StepError> {
+    let Some((bucket, key)) = url.strip_prefix("s3://").and_then(|r| r.split_once('/')) else {
+        return Err(StepError::invalid(format!(
+            "stack {} has a stackTemplateAssetObjectUrl that is not s3://BUCKET/KEY: {url}",
+            stack.stack_name
+        )));
+    };
+    if let Err(e) = session.s3().head_object().bucket(bucket).key(key).send().await {
+        if e.as_service_error().is_some_and(|s| s.is_not_found()) {
+            return Err(StepError::failed(format!(
+                "the template of stack {} is not published at {url}: publish the stage's assets first (a Publish \
+                 step with `assets: Assembly(...)` that this Deploy needs)",
+                stack.stack_name
+            )));
+        }
+        return Err(StepError::failed(format!(
+            "cannot check the published template of stack {} at {url}: {}",
+            stack.stack_name,
+            aws_reason(&e)
+        )));
+    }
+    Ok(template_url(session.endpoint().as_deref(), bucket, key, &stack.region))
 }
 
 /// Where a template goes in the request.
@@ -396,6 +585,8 @@ struct StackDeployment<'a> {
     session: &'a Session,
     cfn: Cfn,
     ctx: &'a NodeContext,
+    /// The template's URL when it is already in S3 (an assembly's published template).
+    template_url: Option<String>,
 }
 
 impl StackDeployment<'_> {
@@ -424,7 +615,10 @@ impl StackDeployment<'_> {
                 return Ok(self.success(Status::UpToDate, stack).await);
             }
         }
-        let template = self.template_source(body).await?;
+        let template = match &self.template_url {
+            Some(url) => TemplateSource::Url(url.clone()),
+            None => self.template_source(body).await?,
+        };
         let status = existing.as_ref().and_then(|s| s.stack_status().cloned());
         let outcome = match status {
             None => self.create(&template, resources).await?,

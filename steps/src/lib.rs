@@ -1,10 +1,14 @@
 //! The step kinds of `runner`, one module each, and the catalog that hands them to the engine.
 
 pub mod approval;
+pub mod assembly;
 pub mod aws;
+pub mod bootstrap;
 pub mod codebuild;
 pub mod deploy;
+pub mod docker;
 pub mod process;
+pub mod publish;
 pub mod self_update;
 pub mod shell;
 pub mod source;
@@ -53,6 +57,7 @@ impl Catalog for StepCatalog {
             StepKind::Deploy(spec) => deploy::check(spec),
             StepKind::Approval(_) => Vec::new(),
             StepKind::SelfUpdate(spec) => self_update::check(spec),
+            StepKind::Publish(spec) => publish::check(spec),
         }
     }
 
@@ -63,16 +68,18 @@ impl Catalog for StepCatalog {
             StepKind::Deploy(spec) => deploy::describe(spec, part),
             StepKind::Approval(spec) => approval::describe(spec),
             StepKind::SelfUpdate(spec) => self_update::describe(spec),
+            StepKind::Publish(spec) => publish::describe(spec, part),
         }
     }
 
-    fn expand(&self, step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
-        Ok(match &step.kind {
-            StepKind::Deploy(spec) => deploy::expand(spec),
+    fn expand(&self, step: &Step, ctx: &PlanContext) -> Result<Expansion, String> {
+        match &step.kind {
+            StepKind::Deploy(spec) => deploy::expand(spec, &ctx.base_dir),
+            StepKind::Publish(spec) => publish::expand(spec, &ctx.base_dir),
             StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {
-                Expansion::Single
+                Ok(Expansion::Single)
             }
-        })
+        }
     }
 
     fn resolves_fields(&self, step: &Step) -> bool {
@@ -110,6 +117,11 @@ impl Catalog for StepCatalog {
                 spec: spec.clone(),
                 settings: self.self_update.clone(),
                 catalog: StepCatalog::default(),
+            }),
+            StepKind::Publish(spec) => Box::new(publish::PublishStep {
+                spec: spec.clone(),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
             }),
         })
     }

@@ -15,6 +15,15 @@ use std::sync::{Arc, Mutex};
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    /// Extra response headers (S3 answers in headers: ETag, checksums).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
 }
 
 /// A request the double received: the action and its form parameters.
@@ -80,6 +89,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        let request_line = line.trim_end().to_string();
+        let mut expect_continue = false;
         loop {
             line.clear();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -96,7 +107,13 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 if k.eq_ignore_ascii_case("x-amz-target") {
                     target = v.trim().rsplit('.').next().map(str::to_string);
                 }
+                if k.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue") {
+                    expect_continue = true;
+                }
             }
+        }
+        if expect_continue && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return;
         }
         let mut body = vec![0; length];
         if reader.read_exact(&mut body).is_err() {
@@ -114,7 +131,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                     .filter_map(|kv| kv.split_once('='))
                     .map(|(k, v)| (decode(k), decode(v)))
                     .collect();
-                (params.get("Action").cloned().unwrap_or_default(), params)
+                (params.get("Action").cloned().unwrap_or_else(|| s3_operation(&request_line)), params)
             }
         };
         let reply = {
@@ -126,16 +143,54 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 _ => error(400, "Sender", "InvalidAction", &format!("the double has no script for {action}")),
             }
         };
+        let extra: String = reply.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         let head = format!(
-            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nx-amzn-RequestId: 4f4a6d0c-0000-4000-8000-000000000000\r\n\r\n",
+            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nx-amzn-RequestId: 4f4a6d0c-0000-4000-8000-000000000000\r\n{extra}\r\n",
             reply.status,
             if reply.body.starts_with('{') { "application/x-amz-json-1.1" } else { "text/xml" },
             reply.body.len()
         );
-        if writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(reply.body.as_bytes())).is_err() {
+        let body_allowed = !request_line.starts_with("HEAD ");
+        let body = if body_allowed { reply.body.as_bytes() } else { &[] };
+        if writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(body)).is_err() {
             return;
         }
     }
+}
+
+/// The S3 REST operation of a request line (`PUT /bucket/key?partNumber=2&uploadId=u HTTP/1.1` -> `UploadPart`).
+fn s3_operation(request_line: &str) -> String {
+    let mut words = request_line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let has = |k: &str| query.split('&').any(|kv| kv == k || kv.starts_with(&format!("{k}=")));
+    let op = match method {
+        "HEAD" => "HeadObject",
+        "GET" if has("encryption") => "GetBucketEncryption",
+        "GET" => "GetObject",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "PUT" if has("partNumber") => "UploadPart",
+        "PUT" => "PutObject",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        _ => "Unknown",
+    };
+    op.to_string()
+}
+
+/// An S3 REST error (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+pub fn s3_error(status: u16, code: &str, message: &str) -> Reply {
+    Reply {
+        status,
+        body: format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message><RequestId>4442587FB7D0A2F9</RequestId></Error>"),
+        headers: Vec::new(),
+    }
+}
+
+/// An S3 REST success with an XML (or empty) body.
+pub fn s3_ok(status: u16, body: &str) -> Reply {
+    Reply { status, body: body.to_string(), headers: Vec::new() }
 }
 
 fn decode(s: &str) -> String {
@@ -166,6 +221,7 @@ const REQUEST_ID: &str =
 pub fn error(status: u16, kind: &str, code: &str, message: &str) -> Reply {
     Reply {
         status,
+        headers: Vec::new(),
         body: format!(
             "<ErrorResponse xmlns=\"{CFN_NS}\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>4f4a6d0c-0000-4000-8000-000000000000</RequestId></ErrorResponse>"
         ),
@@ -175,6 +231,7 @@ pub fn error(status: u16, kind: &str, code: &str, message: &str) -> Reply {
 fn ok(action: &str, ns: &str, result: &str) -> Reply {
     Reply {
         status: 200,
+        headers: Vec::new(),
         body: format!(
             "<{action}Response xmlns=\"{ns}\"><{action}Result>{result}</{action}Result>{REQUEST_ID}</{action}Response>"
         ),
@@ -254,5 +311,5 @@ pub fn template(body: &str) -> Reply {
 
 /// A JSON-protocol answer (CodeBuild), e.g. https://docs.aws.amazon.com/codebuild/latest/APIReference/API_BatchGetBuilds.html
 pub fn json(body: serde_json::Value) -> Reply {
-    Reply { status: 200, body: body.to_string() }
+    Reply { status: 200, body: body.to_string(), headers: Vec::new() }
 }

@@ -1,0 +1,273 @@
+//! The Publish step against a real AWS emulator (moto): file assets declared in a pipeline, uploaded into the
+//! target account through the CDK file-publishing role.
+
+mod common;
+mod emulator;
+
+use std::collections::BTreeMap;
+
+use common::{Output, Test};
+use emulator::Moto;
+
+const DEV: &str = "111111111111";
+const BUCKET: &str = "cdk-hnb659fds-assets-111111111111-us-east-1";
+
+fn statuses(out: &Output) -> BTreeMap<String, String> {
+    out.json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "node_finished")
+        .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn finished(out: &Output, node: &str) -> serde_json::Value {
+    out.json_lines()
+        .into_iter()
+        .find(|e| e["event"] == "node_finished" && e["node"] == node)
+        .unwrap_or_else(|| panic!("no node_finished for {node}:\n{}", out.dump()))
+}
+
+/// The assets bucket of the Dev account, encrypted with a KMS key by default (like CDK's bootstrap bucket).
+fn kms_bucket(moto: &Moto) -> String {
+    let made = moto.boto(
+        Some(DEV),
+        &format!(
+            r#"
+key = client("kms").create_key()["KeyMetadata"]["Arn"]
+s3 = client("s3")
+s3.create_bucket(Bucket="{BUCKET}")
+s3.put_bucket_encryption(Bucket="{BUCKET}", ServerSideEncryptionConfiguration={{"Rules": [
+    {{"ApplyServerSideEncryptionByDefault": {{"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}}}]}})
+result["key"] = key
+"#
+        ),
+    );
+    made["key"].as_str().unwrap().to_string()
+}
+
+const PIPELINE: &str = r#"Pipeline(name: "assets", steps: [
+    Step(id: "publish", kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "us-east-1"),
+        files: [
+            (id: "site", path: "site"),
+            (id: "big", path: "big.bin"),
+            (id: "notes", path: "notes.txt"),
+        ],
+    ))),
+])"#;
+
+fn big_file(test: &Test, mb: usize) {
+    let bytes: Vec<u8> = (0..mb * 1024 * 1024).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(test.path().join("big.bin"), bytes).unwrap();
+}
+
+#[test]
+fn publish_uploads_files_and_zipped_directories_under_the_sha256_of_their_bytes() {
+    let moto = Moto::start();
+    let kms_key = kms_bucket(&moto);
+    let test = moto
+        .env(Test::new())
+        .write("site/index.html", "<h1>hello</h1>\n")
+        .write("site/js/app.js", "console.log(1)\n")
+        .write("notes.txt", "some notes\n")
+        .pipeline(PIPELINE)
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    big_file(&test, 20);
+    let out = test.run();
+    out.assert_code(0);
+    assert_eq!(statuses(&out)["publish"], "succeeded", "{}", out.dump());
+    let outputs = finished(&out, "publish")["outputs"].clone();
+    let site_key = outputs["SITE_KEY"].as_str().unwrap().to_string();
+    assert!(site_key.ends_with(".zip"), "{outputs}");
+    assert_eq!(outputs["BIG_URL"], format!("s3://{BUCKET}/{}", outputs["BIG_KEY"].as_str().unwrap()));
+    assert!(outputs["NOTES_KEY"].as_str().unwrap().ends_with(".txt"));
+
+    let state = moto.boto(
+        Some(DEV),
+        &format!(
+            r#"
+import hashlib, io, zipfile
+s3 = client("s3")
+objs = s3.list_objects_v2(Bucket="{BUCKET}").get("Contents", [])
+result["objects"] = {{}}
+for o in objs:
+    got = s3.get_object(Bucket="{BUCKET}", Key=o["Key"])
+    body = got["Body"].read()
+    result["objects"][o["Key"]] = {{"sha256": hashlib.sha256(body).hexdigest(), "size": len(body),
+        "sse": got.get("ServerSideEncryption"), "kms": got.get("SSEKMSKeyId"), "etag": got["ETag"]}}
+    if o["Key"].endswith(".zip"):
+        z = zipfile.ZipFile(io.BytesIO(body))
+        result["zip"] = [(i.filename, list(i.date_time), (i.external_attr >> 16) & 0o777) for i in z.infolist()]
+result["uploads"] = len(s3.list_multipart_uploads(Bucket="{BUCKET}").get("Uploads", []))
+"#
+        ),
+    );
+    let objects = state["objects"].as_object().unwrap();
+    assert_eq!(objects.len(), 3, "{state}");
+    for (key, o) in objects {
+        let stem = key.split('.').next().unwrap();
+        assert_eq!(o["sha256"], stem, "the key of {key} is the sha256 of its bytes");
+        assert_eq!(o["sse"], "aws:kms", "{key} is encrypted with the bucket's KMS key");
+    }
+    let big = &objects[outputs["BIG_KEY"].as_str().unwrap()];
+    assert_eq!(big["size"], 20 * 1024 * 1024);
+    assert!(big["etag"].as_str().unwrap().ends_with("-3\""), "uploaded in three parts: {big}");
+    assert!(big["kms"].as_str().unwrap_or_default().contains(kms_key.rsplit('/').next().unwrap()), "{big}");
+    assert_eq!(state["uploads"], 0, "no multipart upload left open");
+    assert_eq!(
+        state["zip"],
+        serde_json::json!([["index.html", [1980, 1, 1, 0, 0, 0], 0o644], ["js/app.js", [1980, 1, 1, 0, 0, 0], 0o644]])
+    );
+    // Progress in bytes, ending with every byte and every asset done.
+    let last = out.json_lines().into_iter().rfind(|e| e["event"] == "progress" && e["unit"] == "bytes").unwrap();
+    assert_eq!(last["done"], last["total"]);
+    assert_eq!(last["message"], "3/3 assets");
+}
+
+#[test]
+fn a_second_publish_uploads_nothing_and_reports_unchanged() {
+    let moto = Moto::start();
+    kms_bucket(&moto);
+    let test = moto
+        .env(Test::new())
+        .write("site/index.html", "<h1>hello</h1>\n")
+        .write("notes.txt", "some notes\n")
+        .pipeline(PIPELINE)
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    big_file(&test, 10);
+    let first = test.run();
+    first.assert_code(0);
+    let listing = r#"
+s3 = client("s3")
+result["objects"] = sorted((o["Key"], str(o["LastModified"]), o["ETag"]) for o in s3.list_objects_v2(Bucket="BUCKET").get("Contents", []))
+"#
+    .replace("BUCKET", BUCKET);
+    let before = moto.boto(Some(DEV), &listing);
+    // The site is zipped again from files written anew: same bytes, same key.
+    std::fs::write(test.path().join("site/index.html"), "<h1>hello</h1>\n").unwrap();
+    let second = test.run();
+    second.assert_code(0);
+    assert_eq!(statuses(&second)["publish"], "unchanged", "{}", second.dump());
+    assert_eq!(finished(&first, "publish")["outputs"], finished(&second, "publish")["outputs"]);
+    let already = second.combined().matches("is already published at s3://").count();
+    assert_eq!(already, 3, "{}", second.dump());
+    assert_eq!(before, moto.boto(Some(DEV), &listing), "nothing was written again");
+}
+
+#[test]
+fn a_missing_source_path_fails_naming_the_asset_and_uploads_nothing() {
+    let moto = Moto::start();
+    kms_bucket(&moto);
+    let out = moto
+        .env(Test::new())
+        .write("site/index.html", "x")
+        .write("notes.txt", "x")
+        .pipeline(PIPELINE)
+        .args(&["run", "pipeline.ron", "--output", "json"])
+        .run();
+    out.assert_code(1);
+    let error = finished(&out, "publish")["error"].as_str().unwrap().to_string();
+    assert!(error.contains("cannot publish asset `big`") && error.contains("big.bin"), "{error}");
+    let state = moto.boto(
+        Some(DEV),
+        &format!(r#"result["n"] = len(client("s3").list_objects_v2(Bucket="{BUCKET}").get("Contents", []))"#),
+    );
+    assert_eq!(state["n"], 0);
+}
+
+#[test]
+fn a_bucket_that_does_not_exist_is_named_with_the_asset_and_account() {
+    let moto = Moto::start();
+    let out = moto
+        .env(Test::new())
+        .write("notes.txt", "x")
+        .pipeline(
+            r#"Pipeline(name: "assets", steps: [
+    Step(id: "publish", kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "us-east-1", bucket: "no-such-bucket"),
+        files: [(id: "notes", path: "notes.txt")],
+    ))),
+])"#,
+        )
+        .args(&["run", "pipeline.ron", "--output", "json"])
+        .run();
+    out.assert_code(1);
+    let error = finished(&out, "publish")["error"].as_str().unwrap().to_string();
+    assert!(error.contains("asset `notes` to s3://no-such-bucket/"), "{error}");
+    assert!(error.contains("account 111111111111 as arn:aws:iam::111111111111:role/cdk-hnb659fds-file-publishing-role-111111111111-us-east-1"), "{error}");
+    assert!(error.contains("NoSuchBucket"), "AWS's reason is quoted: {error}");
+}
+
+#[test]
+fn publish_fields_are_validated_before_anything_runs() {
+    let out = Test::new()
+        .pipeline(
+            r#"Pipeline(name: "assets", steps: [
+    Step(id: "publish", kind: Publish(assets: Files(
+        destination: (account: "1234", region: "us-east-1"),
+        files: [(id: "a b", path: "x"), (id: "c", path: "")],
+    ))),
+])"#,
+        )
+        .args(&["validate", "pipeline.ron"])
+        .run();
+    out.assert_code(2);
+    out.assert_stderr_contains("account `1234` is not a 12-digit AWS account id");
+    out.assert_stderr_contains("asset id `a b` must be non-empty");
+    out.assert_stderr_contains("empty `path`");
+}
+
+/// A one-stage assembly whose stack has a docker image asset.
+fn assembly_with_an_image(test: Test) -> Test {
+    test.write(
+        "cdk.out/manifest.json",
+        r#"{"version": "55.0.0", "artifacts": {"assembly-Dev": {"type": "cdk:cloud-assembly",
+            "properties": {"directoryName": "assembly-Dev", "displayName": "Dev"}}}}"#,
+    )
+    .write(
+        "cdk.out/assembly-Dev/manifest.json",
+        r#"{"version": "55.0.0", "artifacts": {
+            "DevApi.assets": {"type": "cdk:asset-manifest", "properties": {"file": "DevApi.assets.json"}},
+            "DevApi": {"type": "aws:cloudformation:stack", "environment": "aws://111111111111/us-east-1",
+                "properties": {"templateFile": "DevApi.template.json", "stackName": "Dev-Api"},
+                "dependencies": ["DevApi.assets"]}}}"#,
+    )
+    .write(
+        "cdk.out/assembly-Dev/DevApi.assets.json",
+        r#"{"version": "55.0.0", "files": {}, "dockerImages": {"f00d": {"displayName": "Api/Image",
+            "source": {"directory": "../asset.f00d"},
+            "destinations": {"d": {"repositoryName": "cdk-hnb659fds-container-assets-111111111111-us-east-1",
+                "imageTag": "f00d", "region": "us-east-1",
+                "assumeRoleArn": "arn:${AWS::Partition}:iam::111111111111:role/cdk-hnb659fds-image-publishing-role-111111111111-us-east-1"}}}}}"#,
+    )
+    .write("cdk.out/assembly-Dev/DevApi.template.json", r#"{"Resources": {}}"#)
+    .write("cdk.out/asset.f00d/Dockerfile", "FROM scratch\n")
+}
+
+#[test]
+fn a_docker_image_asset_without_docker_fails_naming_the_asset() {
+    let empty = tempfile::tempdir().unwrap();
+    let test = assembly_with_an_image(Test::new())
+        .pipeline(
+            r#"Pipeline(name: "images", steps: [
+    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+])"#,
+        )
+        .env("PATH", empty.path().to_str().unwrap())
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    let plan = Test::new().args(&["plan", "pipeline.ron"]);
+    let plan = assembly_with_an_image(plan).pipeline(
+        r#"Pipeline(name: "images", steps: [
+    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+])"#,
+    );
+    plan.run().assert_code(0).assert_stdout_contains("publish/Api-Image");
+    let out = test.run();
+    out.assert_code(1);
+    let error = finished(&out, "publish/Api-Image")["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("cannot publish docker image asset `Api/Image`")
+            && error.contains("docker CLI is not installed"),
+        "{error}"
+    );
+}
