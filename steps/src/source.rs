@@ -553,11 +553,31 @@ impl Redactor {
                 out = out.replace(s.as_str(), "***");
             }
         }
-        out.split(' ')
-            .map(|word| if word.contains("://") { scrub_url(word) } else { word.to_string() })
-            .collect::<Vec<_>>()
-            .join(" ")
+        scrub_urls_in(&out)
     }
+}
+
+/// Every URL in a text without the user name or password written into it: `(https://u:p@host/x)` becomes
+/// `(https://***@host/x)`.
+fn scrub_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || "/?#)'\"`>".contains(c)).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -802,7 +822,7 @@ impl Job {
                     .ok_or("the repository has no default branch: give the Source a `reference`")?;
                 branch_wanted(default.trim_start_matches("refs/heads/"))
             }
-            Some(GitReference::Commit(_)) => unreachable!("commits are fetched by fetch_commit"),
+            Some(GitReference::Commit(c)) => Err(format!("commit `{c}` has no ref on the remote to resolve")),
         }
     }
 
@@ -971,6 +991,14 @@ mod tests {
     fn the_redactor_replaces_secrets_and_credentials_in_urls() {
         let r = Redactor::new(vec!["tok3n".into()]);
         assert_eq!(r.redact("bad tok3n for https://x:y@h/r"), "bad *** for https://***@h/r");
+        assert_eq!(
+            r.redact("failed (https://u:p@h:8/r) and `http://a@b`"),
+            "failed (https://***@h:8/r) and `http://***@b`"
+        );
+        assert_eq!(
+            r.redact("no credentials in https://h/a@b or mail@example.com"),
+            "no credentials in https://h/a@b or mail@example.com"
+        );
     }
 
     #[test]
