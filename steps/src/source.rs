@@ -136,6 +136,19 @@ fn reference_text(r: &Option<GitReference>) -> String {
     }
 }
 
+/// Environment variables a Source's `auth` reads that `is_set` says are not set.
+pub fn unset_auth_env(spec: &SourceSpec, is_set: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let secret = match &spec.auth {
+        Some(GitAuth::Token(s) | GitAuth::Basic { password: s, .. }) => Some(s),
+        Some(GitAuth::SshKey { passphrase, .. }) => passphrase.as_ref(),
+        Some(GitAuth::SshAgent) | None => None,
+    };
+    match secret {
+        Some(SecretValue::Env(name)) if !is_set(name) => vec![name.clone()],
+        _ => Vec::new(),
+    }
+}
+
 /// Where a secret comes from, for messages (never the value).
 fn secret_text(secret: &SecretValue) -> String {
     match secret {
