@@ -142,6 +142,8 @@ fn a_token_from_the_environment_fetches_over_http_and_appears_in_no_output_log_o
     assert_eq!(test.read("remote-commit.txt"), Some(remote.work.rev_parse("main")));
     assert_eq!(test.read("remote-branch.txt").as_deref(), Some("main"));
     assert_eq!(test.read("remote-author.txt").as_deref(), Some("Runner Test <runner-test@example.com>"));
+    let config = test.read(".runner/workspaces/remote/source/.git/config").unwrap_or_default();
+    assert!(config.contains(&format!("url = {}", remote.url())), "the workspace's origin: {config}");
     // The workspace is a git repository: steps can run git in it.
     assert_eq!(test.read("remote-git-log.txt").map(|s| s.trim().to_string()), Some(remote.work.rev_parse("main")));
     assert!(remote.server.requests().iter().any(|r| r.authorized), "the server saw no authorized request");

@@ -928,7 +928,9 @@ impl Job {
                 .map_err(|e| format!("cannot copy {}: {e}", shallow.display()))?;
         }
         let repo = git2::Repository::open(dest).map_err(|e| fail("open", e))?;
-        repo.remote("origin", &self.shown).map_err(|e| fail("remote", e))?;
+        // The workspace's `origin`: the URL without any user name or password written into it.
+        let origin = self.shown.replacen("***@", "", 1);
+        repo.remote("origin", &origin).map_err(|e| fail("remote", e))?;
         let target = repo.find_commit(commit).map_err(|e| fail("find the commit", e))?;
         match branch {
             Some(b) => {
