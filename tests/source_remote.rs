@@ -483,3 +483,14 @@ fn credentials_written_into_the_repository_url_are_scrubbed_from_every_output_an
         .assert_output_contains("http://***@127.0.0.1");
     assert_secret_nowhere(test.path(), &out, &remote.token);
 }
+
+#[test]
+fn without_a_reference_the_remotes_default_branch_is_fetched() {
+    let remote = remote_with(None);
+    // The served repository's HEAD names `dev`, not `main`.
+    git_in(&remote.bare(), &["symbolic-ref", "HEAD", "refs/heads/dev"]);
+    let (test, out) = run_source(&remote, "", "", |t| t);
+    out.assert_code(0);
+    assert_eq!(test.read("remote-seen.txt").as_deref(), Some("dev\n"), "{}", out.dump());
+    assert_eq!(test.read("remote-branch.txt").as_deref(), Some("dev"));
+}
