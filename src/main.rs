@@ -632,6 +632,19 @@ fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) 
                 missing.push(Diagnostic::error(format!("environment variable `{name}` is not set"), *span));
             }
         }
+        // A Source's `auth: Token(Env("NAME"))` and the like: the variable must be set too.
+        if let StepKind::Source(spec) = &step.kind {
+            let defaults = &valid.loaded.pipeline.defaults.env;
+            let is_set =
+                |name: &str| env.contains_key(name) || step.env.contains_key(name) || defaults.contains_key(name);
+            let span = valid.loaded.source_map.nearest(&format!("steps[{i}].kind.auth"));
+            for name in steps::source::unset_auth_env(spec, &is_set) {
+                missing.push(Diagnostic::error(
+                    format!("environment variable `{name}` is not set (the `auth` of Source `{}` reads it)", step.id),
+                    span,
+                ));
+            }
+        }
     }
     if missing.is_empty() {
         return Ok(());
