@@ -397,6 +397,7 @@ impl<'p> Walker<'p> {
         self.nodes[i].workspace = inherited;
         self.nodes[i].started = Some(Instant::now());
         self.emit(EventKind::NodeStarted { node: id, attempt: 1 }).await;
+        tracing::debug!(node = %self.nodes[i].id, "node started");
         let run_stop = self.stop.subscribe();
         tasks.spawn(async move { (i, attempts(runner, ctx, settings, run_stop).await) });
         Ok(None)
@@ -504,6 +505,7 @@ impl<'p> Walker<'p> {
 
     async fn set_done(&mut self, i: usize, status: Status, error: Option<String>) {
         let node = &mut self.nodes[i];
+        tracing::debug!(node = %node.id, %status, duration_ms = node.duration.as_millis() as u64, "node finished");
         node.status = Some(status);
         node.error = error.clone();
         let outputs = if status.is_success() { (*node.outputs).clone() } else { BTreeMap::new() };
