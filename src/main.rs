@@ -637,7 +637,7 @@ fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) 
             let defaults = &valid.loaded.pipeline.defaults.env;
             let is_set =
                 |name: &str| env.contains_key(name) || step.env.contains_key(name) || defaults.contains_key(name);
-            let span = valid.loaded.source_map.nearest(&format!("steps[{i}].kind.auth"));
+            let span = valid.loaded.source_map().nearest(&format!("steps[{i}].kind.auth"));
             for name in steps::source::unset_auth_env(spec, &is_set) {
                 missing.push(Diagnostic::error(
                     format!("environment variable `{name}` is not set (the `auth` of Source `{}` reads it)", step.id),

@@ -388,7 +388,8 @@ impl<'p> Walker<'p> {
             state_dir: self.options.state_dir.clone(),
             output_file: self.options.run_dir.join(format!("{}.outputs", file_stem.display())),
             timeout: settings.timeout,
-            stop: StopSignal::never(),
+            // Replaced at each attempt by one that also carries the node's own stop (timeout).
+            stop: StopSignal::new(self.stop.subscribe(), self.stop.subscribe()),
             events: EventSink::new(&node.id, self.events.clone()),
             force,
             approvals: self.options.approvals.clone(),
@@ -650,7 +651,10 @@ async fn attempts(
     let mut attempt = 1;
     loop {
         ctx.attempt = attempt;
-        let _ = std::fs::remove_file(&ctx.output_file);
+        if attempt > 1 {
+            // A fresh run directory holds no outputs; a retry must not see the failed attempt's.
+            let _ = std::fs::remove_file(&ctx.output_file);
+        }
         let (node_stop, node_rx) = watch::channel(None);
         ctx.stop = StopSignal::new(run_stop.clone(), node_rx);
         let result = run_attempt(runner.as_ref(), &ctx, &node_stop).await;
