@@ -102,7 +102,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             let (plan, catalog) = load(&args.file, &args.sources)?;
             run(plan, catalog, args, &cli.state_dir)
         }
-        Command::Bootstrap(args) => bootstrap(args, &cli.state_dir),
         Command::Step { file, step } => run_one_step(&file, &step, &cli.state_dir),
         Command::History { file } => {
             let plan = load(&file, &SourceDirs { source_dir: Vec::new() })?.0;
@@ -119,6 +118,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             print!("{}", runs::approve(&plan, &cli.state_dir, &step, run.as_deref(), reject)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bootstrap(args) => bootstrap(args, &cli.state_dir),
     }
 }
 
@@ -626,6 +626,19 @@ fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) 
         for (name, span) in refs {
             if !env.contains_key(name) && seen.insert((name.clone(), span.map(|s| s.start))) {
                 missing.push(Diagnostic::error(format!("environment variable `{name}` is not set"), *span));
+            }
+        }
+        // A Source's `auth: Token(Env("NAME"))` and the like: the variable must be set too.
+        if let StepKind::Source(spec) = &step.kind {
+            let defaults = &valid.loaded.pipeline.defaults.env;
+            let is_set =
+                |name: &str| env.contains_key(name) || step.env.contains_key(name) || defaults.contains_key(name);
+            let span = valid.loaded.source_map().nearest(&format!("steps[{i}].kind.auth"));
+            for name in steps::source::unset_auth_env(spec, &is_set) {
+                missing.push(Diagnostic::error(
+                    format!("environment variable `{name}` is not set (the `auth` of Source `{}` reads it)", step.id),
+                    span,
+                ));
             }
         }
     }

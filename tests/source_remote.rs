@@ -142,6 +142,8 @@ fn a_token_from_the_environment_fetches_over_http_and_appears_in_no_output_log_o
     assert_eq!(test.read("remote-commit.txt"), Some(remote.work.rev_parse("main")));
     assert_eq!(test.read("remote-branch.txt").as_deref(), Some("main"));
     assert_eq!(test.read("remote-author.txt").as_deref(), Some("Runner Test <runner-test@example.com>"));
+    let config = test.read(".runner/workspaces/remote/source/.git/config").unwrap_or_default();
+    assert!(config.contains(&format!("url = {}", remote.url())), "the workspace's origin: {config}");
     // The workspace is a git repository: steps can run git in it.
     assert_eq!(test.read("remote-git-log.txt").map(|s| s.trim().to_string()), Some(remote.work.rev_parse("main")));
     assert!(remote.server.requests().iter().any(|r| r.authorized), "the server saw no authorized request");
@@ -207,15 +209,47 @@ fn a_server_demanding_credentials_from_a_source_without_auth_says_to_give_one() 
 }
 
 #[test]
-fn an_unset_token_variable_fails_before_contacting_the_remote() {
+fn an_unset_token_variable_stops_the_run_before_anything_starts() {
     let remote = remote();
-    let (_test, out) = run_source(&remote, r#"Branch("main")"#, r#"Token(Env("RUNNER_TEST_UNSET_TOKEN"))"#, |t| {
-        t.env_remove("RUNNER_TEST_UNSET_TOKEN")
-    });
-    out.assert_code(1)
-        .assert_output_contains("`RUNNER_TEST_UNSET_TOKEN` is not set")
-        .assert_output_contains(&remote.url());
+    let test = Test::new();
+    let text =
+        pipeline("unset", &remote.url(), r#"Branch("main")"#, r#"Token(Env("RUNNER_TEST_UNSET_TOKEN"))"#, &test.dir());
+    let test = test.pipeline(&text).env_remove("RUNNER_TEST_UNSET_TOKEN").args(&["run", "pipeline.ron"]);
+    let out = test.run();
+    out.assert_code(2)
+        .assert_stderr_contains("environment variable `RUNNER_TEST_UNSET_TOKEN` is not set")
+        .assert_stderr_contains("nothing ran: set RUNNER_TEST_UNSET_TOKEN");
+    let (line, column) = position(&text, r#"Token(Env("RUNNER_TEST_UNSET_TOKEN"))"#);
+    assert_diagnostic(&out, &text, line, column);
     assert!(remote.server.requests().is_empty(), "the remote was contacted: {:?}", remote.server.requests());
+    assert!(!test.exists(".runner/runs"), "a run was recorded");
+}
+
+#[test]
+fn a_token_variable_set_in_the_step_env_is_enough() {
+    let remote = remote();
+    let test = Test::new();
+    let text = pipeline(
+        "stepenv",
+        &remote.url(),
+        r#"Branch("main")"#,
+        r#"Token(Env("RUNNER_TEST_STEP_TOKEN"))"#,
+        &test.dir(),
+    )
+    .replace(
+        r#"auth: Token(Env("RUNNER_TEST_STEP_TOKEN")))),"#,
+        r#"auth: Token(Env("RUNNER_TEST_STEP_TOKEN"))), env: {"RUNNER_TEST_STEP_TOKEN": "${env:RUNNER_TEST_OUTER}"}),"#,
+    );
+    assert!(text.contains("RUNNER_TEST_OUTER"), "{text}");
+    let test = test
+        .pipeline(&text)
+        .env_remove("RUNNER_TEST_STEP_TOKEN")
+        .env("RUNNER_TEST_OUTER", &remote.token)
+        .args(&["run", "pipeline.ron"]);
+    let out = test.run();
+    out.assert_code(0);
+    assert_eq!(test.read("stepenv-seen.txt").as_deref(), Some("main\n"), "{}", out.dump());
+    assert_secret_nowhere(test.path(), &out, &remote.token);
 }
 
 #[test]
@@ -448,4 +482,15 @@ fn credentials_written_into_the_repository_url_are_scrubbed_from_every_output_an
         .assert_output_contains("branch `no-such-branch` does not exist")
         .assert_output_contains("http://***@127.0.0.1");
     assert_secret_nowhere(test.path(), &out, &remote.token);
+}
+
+#[test]
+fn without_a_reference_the_remotes_default_branch_is_fetched() {
+    let remote = remote_with(None);
+    // The served repository's HEAD names `dev`, not `main`.
+    git_in(&remote.bare(), &["symbolic-ref", "HEAD", "refs/heads/dev"]);
+    let (test, out) = run_source(&remote, "", "", |t| t);
+    out.assert_code(0);
+    assert_eq!(test.read("remote-seen.txt").as_deref(), Some("dev\n"), "{}", out.dump());
+    assert_eq!(test.read("remote-branch.txt").as_deref(), Some("dev"));
 }

@@ -12,7 +12,15 @@ pub struct Loaded {
     pub path: PathBuf,
     pub text: String,
     pub pipeline: Pipeline,
-    pub source_map: SourceMap,
+    /// Built on first use: only diagnostics need it, and it costs about as much memory as the model.
+    source_map: std::sync::OnceLock<SourceMap>,
+}
+
+impl Loaded {
+    /// Where each value sits in the text.
+    pub fn source_map(&self) -> &SourceMap {
+        self.source_map.get_or_init(|| SourceMap::index(&self.text))
+    }
 }
 
 /// Why a file could not be read as a pipeline.
@@ -53,10 +61,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 /// Parse a pipeline from text; `path` only names it in messages.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, LoadError> {
     match ron_options().from_str::<Pipeline>(&text) {
-        Ok(pipeline) => {
-            let source_map = SourceMap::index(&text);
-            Ok(Loaded { path: path.to_path_buf(), text, pipeline, source_map })
-        }
+        Ok(pipeline) => Ok(Loaded { path: path.to_path_buf(), text, pipeline, source_map: std::sync::OnceLock::new() }),
         Err(e) => {
             let start = offset_of(&text, e.span.start.line, e.span.start.col);
             let mut end = offset_of(&text, e.span.end.line, e.span.end.col);

@@ -105,9 +105,9 @@ pub enum StepKind {
     Source(SourceSpec),
     Shell(ShellSpec),
     Deploy(DeploySpec),
-    Publish(PublishSpec),
     Approval(ApprovalSpec),
     SelfUpdate(SelfUpdateSpec),
+    Publish(PublishSpec),
 }
 
 impl StepKind {
@@ -117,9 +117,9 @@ impl StepKind {
             StepKind::Source(_) => "Source",
             StepKind::Shell(_) => "Shell",
             StepKind::Deploy(_) => "Deploy",
-            StepKind::Publish(_) => "Publish",
             StepKind::Approval(_) => "Approval",
             StepKind::SelfUpdate(_) => "SelfUpdate",
+            StepKind::Publish(_) => "Publish",
         }
     }
 }
@@ -280,6 +280,24 @@ pub struct StackSpec {
     pub depends_on: Vec<String>,
 }
 
+/// Wait for a person before going on (e.g. before the prod stage).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// What the person is asked.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Compare the pipeline definition in the new source with the one the run started from; restart from it when
+/// it changed (CDK Pipelines' self-mutation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfUpdateSpec {
+    /// The pipeline file's path in the source workspace, e.g. `pipelines/prod.ron`.
+    pub pipeline: String,
+}
+
 /// Upload file assets to S3.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -335,22 +353,4 @@ pub struct Destination {
     /// Prepended to every object key (e.g. `assets/`).
     #[serde(default)]
     pub prefix: Option<String>,
-}
-
-/// Wait for a person before going on (e.g. before the prod stage).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApprovalSpec {
-    /// What the person is asked.
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-/// Compare the pipeline definition in the new source with the one the run started from; restart from it when
-/// it changed (CDK Pipelines' self-mutation).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SelfUpdateSpec {
-    /// The pipeline file's path in the source workspace, e.g. `pipelines/prod.ron`.
-    pub pipeline: String,
 }

@@ -43,7 +43,7 @@ impl Plan {
         for (i, step) in steps.iter().enumerate() {
             let kind = step.kind.name();
             let expansion = catalog.expand(step, ctx).unwrap_or_else(|message| {
-                let span = pipeline.loaded.source_map.nearest(&format!("steps[{i}].kind"));
+                let span = pipeline.loaded.source_map().nearest(&format!("steps[{i}].kind"));
                 errors.push(Diagnostic::error(format!("cannot plan `{}`: {message}", step.id), span));
                 Expansion::Single
             });
@@ -76,7 +76,7 @@ impl Plan {
                                     graph.add_edge(from, by_name[p.name.as_str()], ());
                                 }
                                 None => {
-                                    let span = pipeline.loaded.source_map.nearest(&format!("steps[{i}].kind"));
+                                    let span = pipeline.loaded.source_map().nearest(&format!("steps[{i}].kind"));
                                     errors.push(Diagnostic::error(
                                         format!("`{}/{}` depends on unknown part `{need}`", step.id, p.name),
                                         span,
@@ -102,7 +102,7 @@ impl Plan {
         }
         if let Err(cycle) = petgraph::algo::toposort(&graph, None) {
             let node = &graph[cycle.node_id()];
-            let span = pipeline.loaded.source_map.nearest(&format!("steps[{}].kind", node.step));
+            let span = pipeline.loaded.source_map().nearest(&format!("steps[{}].kind", node.step));
             errors.push(Diagnostic::error(format!("the parts of `{}` depend on each other in a cycle", node.id), span));
         }
         if errors.is_empty() {

@@ -80,18 +80,19 @@ pub enum StopReason {
 pub struct StopSignal {
     run: watch::Receiver<Option<StopReason>>,
     node: watch::Receiver<Option<StopReason>>,
+    /// Keeps the channel of [`StopSignal::never`] open (a closed channel would read as a change).
+    _never: Option<Arc<watch::Sender<Option<StopReason>>>>,
 }
 
 impl StopSignal {
     pub fn new(run: watch::Receiver<Option<StopReason>>, node: watch::Receiver<Option<StopReason>>) -> Self {
-        StopSignal { run, node }
+        StopSignal { run, node, _never: None }
     }
 
     /// A signal that never fires (tests, benchmarks).
     pub fn never() -> Self {
         let (tx, rx) = watch::channel(None);
-        std::mem::forget(tx);
-        StopSignal { run: rx.clone(), node: rx }
+        StopSignal { run: rx.clone(), node: rx, _never: Some(Arc::new(tx)) }
     }
 
     /// The strongest stop requested so far.

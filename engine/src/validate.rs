@@ -94,7 +94,7 @@ struct Validator<'a> {
 
 impl<'a> Validator<'a> {
     fn span(&self, path: &str) -> Option<Span> {
-        self.loaded.source_map.nearest(path)
+        self.loaded.source_map().nearest(path)
     }
 
     fn error(&mut self, path: &str, message: String) -> &mut Diagnostic {
@@ -219,7 +219,8 @@ impl<'a> Validator<'a> {
             }
         }
         let mut found = false;
-        for scc in petgraph::algo::tarjan_scc(&graph) {
+        // Kosaraju's search is iterative: a chain of 100k steps must not overflow the stack.
+        for scc in petgraph::algo::kosaraju_scc(&graph) {
             if scc.len() < 2 {
                 continue;
             }

@@ -388,7 +388,8 @@ impl<'p> Walker<'p> {
             state_dir: self.options.state_dir.clone(),
             output_file: self.options.run_dir.join(format!("{}.outputs", file_stem.display())),
             timeout: settings.timeout,
-            stop: StopSignal::never(),
+            // Replaced at each attempt by one that also carries the node's own stop (timeout).
+            stop: StopSignal::new(self.stop.subscribe(), self.stop.subscribe()),
             events: EventSink::new(&node.id, self.events.clone()),
             force,
             approvals: self.options.approvals.clone(),
@@ -397,6 +398,7 @@ impl<'p> Walker<'p> {
         self.nodes[i].workspace = inherited;
         self.nodes[i].started = Some(Instant::now());
         self.emit(EventKind::NodeStarted { node: id, attempt: 1 }).await;
+        tracing::debug!(node = %self.nodes[i].id, "node started");
         let run_stop = self.stop.subscribe();
         tasks.spawn(async move { (i, attempts(runner, ctx, settings, run_stop).await) });
         Ok(None)
@@ -504,6 +506,7 @@ impl<'p> Walker<'p> {
 
     async fn set_done(&mut self, i: usize, status: Status, error: Option<String>) {
         let node = &mut self.nodes[i];
+        tracing::debug!(node = %node.id, %status, duration_ms = node.duration.as_millis() as u64, "node finished");
         node.status = Some(status);
         node.error = error.clone();
         let outputs = if status.is_success() { (*node.outputs).clone() } else { BTreeMap::new() };
@@ -648,7 +651,10 @@ async fn attempts(
     let mut attempt = 1;
     loop {
         ctx.attempt = attempt;
-        let _ = std::fs::remove_file(&ctx.output_file);
+        if attempt > 1 {
+            // A fresh run directory holds no outputs; a retry must not see the failed attempt's.
+            let _ = std::fs::remove_file(&ctx.output_file);
+        }
         let (node_stop, node_rx) = watch::channel(None);
         ctx.stop = StopSignal::new(run_stop.clone(), node_rx);
         let result = run_attempt(runner.as_ref(), &ctx, &node_stop).await;

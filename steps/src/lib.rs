@@ -55,9 +55,9 @@ impl Catalog for StepCatalog {
             StepKind::Source(spec) => source::check(spec),
             StepKind::Shell(spec) => shell::check(spec),
             StepKind::Deploy(spec) => deploy::check(spec),
-            StepKind::Publish(spec) => publish::check(spec),
             StepKind::Approval(_) => Vec::new(),
             StepKind::SelfUpdate(spec) => self_update::check(spec),
+            StepKind::Publish(spec) => publish::check(spec),
         }
     }
 
@@ -110,11 +110,6 @@ impl Catalog for StepCatalog {
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
             }),
-            StepKind::Publish(spec) => Box::new(publish::PublishStep {
-                spec: spec.clone(),
-                endpoint: self.aws_endpoint.clone(),
-                sessions: Arc::clone(&self.aws),
-            }),
             StepKind::Approval(spec) => {
                 Box::new(approval::ApprovalStep { spec: spec.clone(), settings: self.approvals.clone() })
             }
@@ -122,6 +117,11 @@ impl Catalog for StepCatalog {
                 spec: spec.clone(),
                 settings: self.self_update.clone(),
                 catalog: StepCatalog::default(),
+            }),
+            StepKind::Publish(spec) => Box::new(publish::PublishStep {
+                spec: spec.clone(),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
             }),
         })
     }

@@ -136,6 +136,19 @@ fn reference_text(r: &Option<GitReference>) -> String {
     }
 }
 
+/// Environment variables a Source's `auth` reads that `is_set` says are not set.
+pub fn unset_auth_env(spec: &SourceSpec, is_set: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let secret = match &spec.auth {
+        Some(GitAuth::Token(s) | GitAuth::Basic { password: s, .. }) => Some(s),
+        Some(GitAuth::SshKey { passphrase, .. }) => passphrase.as_ref(),
+        Some(GitAuth::SshAgent) | None => None,
+    };
+    match secret {
+        Some(SecretValue::Env(name)) if !is_set(name) => vec![name.clone()],
+        _ => Vec::new(),
+    }
+}
+
 /// Where a secret comes from, for messages (never the value).
 fn secret_text(secret: &SecretValue) -> String {
     match secret {
@@ -553,11 +566,31 @@ impl Redactor {
                 out = out.replace(s.as_str(), "***");
             }
         }
-        out.split(' ')
-            .map(|word| if word.contains("://") { scrub_url(word) } else { word.to_string() })
-            .collect::<Vec<_>>()
-            .join(" ")
+        scrub_urls_in(&out)
     }
+}
+
+/// Every URL in a text without the user name or password written into it: `(https://u:p@host/x)` becomes
+/// `(https://***@host/x)`.
+fn scrub_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || "/?#)'\"`>".contains(c)).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -802,7 +835,7 @@ impl Job {
                     .ok_or("the repository has no default branch: give the Source a `reference`")?;
                 branch_wanted(default.trim_start_matches("refs/heads/"))
             }
-            Some(GitReference::Commit(_)) => unreachable!("commits are fetched by fetch_commit"),
+            Some(GitReference::Commit(c)) => Err(format!("commit `{c}` has no ref on the remote to resolve")),
         }
     }
 
@@ -895,7 +928,9 @@ impl Job {
                 .map_err(|e| format!("cannot copy {}: {e}", shallow.display()))?;
         }
         let repo = git2::Repository::open(dest).map_err(|e| fail("open", e))?;
-        repo.remote("origin", &self.shown).map_err(|e| fail("remote", e))?;
+        // The workspace's `origin`: the URL without any user name or password written into it.
+        let origin = self.shown.replacen("***@", "", 1);
+        repo.remote("origin", &origin).map_err(|e| fail("remote", e))?;
         let target = repo.find_commit(commit).map_err(|e| fail("find the commit", e))?;
         match branch {
             Some(b) => {
@@ -971,6 +1006,14 @@ mod tests {
     fn the_redactor_replaces_secrets_and_credentials_in_urls() {
         let r = Redactor::new(vec!["tok3n".into()]);
         assert_eq!(r.redact("bad tok3n for https://x:y@h/r"), "bad *** for https://***@h/r");
+        assert_eq!(
+            r.redact("failed (https://u:p@h:8/r) and `http://a@b`"),
+            "failed (https://***@h:8/r) and `http://***@b`"
+        );
+        assert_eq!(
+            r.redact("no credentials in https://h/a@b or mail@example.com"),
+            "no credentials in https://h/a@b or mail@example.com"
+        );
     }
 
     #[test]

@@ -104,11 +104,11 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 if k.eq_ignore_ascii_case("content-length") {
                     length = v.trim().parse().unwrap_or(0);
                 }
-                if k.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue") {
-                    expect_continue = true;
-                }
                 if k.eq_ignore_ascii_case("x-amz-target") {
                     target = v.trim().rsplit('.').next().map(str::to_string);
+                }
+                if k.eq_ignore_ascii_case("expect") && v.trim().eq_ignore_ascii_case("100-continue") {
+                    expect_continue = true;
                 }
             }
         }
