@@ -395,6 +395,7 @@ impl PublishStep {
             assets: AtomicU64::new(0),
             count: jobs.len() as u64,
             events: ctx.events.clone(),
+            last: std::sync::Mutex::new(None),
         });
         let hashes = Arc::new(HashCache::load(&ctx.state_dir));
         let listings = self.list_existing(ctx, &jobs).await;
@@ -626,11 +627,20 @@ struct Progress {
     assets: AtomicU64,
     count: u64,
     events: EventSink,
+    /// When progress was last sent: at most every 200 ms, and at the end.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Progress {
     fn report(&self) {
         let (done, assets) = (self.bytes.load(Ordering::Relaxed), self.assets.load(Ordering::Relaxed));
+        if assets < self.count {
+            let Ok(mut last) = self.last.lock() else { return };
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(200)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         self.events.try_progress(done, Some(self.total), "bytes", format!("{assets}/{} assets", self.count));
     }
 
