@@ -372,3 +372,28 @@ fn publish_progress_reads_in_mib_and_assets_without_flooding_the_log() {
         out.dump()
     );
 }
+
+#[test]
+fn a_publish_whose_credentials_act_in_another_account_is_stopped_by_the_preflight() {
+    let moto = Moto::start();
+    let test = moto
+        .env(Test::new())
+        .write("notes.txt", "x")
+        .pipeline(
+            r#"Pipeline(name: "assets", steps: [
+    Step(id: "first", kind: Shell(commands: ["touch ran"])),
+    Step(id: "publish", needs: ["first"], kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "us-east-1", role: Caller),
+        files: [(id: "notes", path: "notes.txt")],
+    ))),
+])"#,
+        )
+        .args(&["run", "pipeline.ron"]);
+    let out = test.run();
+    out.assert_code(1);
+    out.assert_stderr_contains(
+        "`publish`: the caller's credentials act in account 123456789012, not in account 111111111111",
+    );
+    out.assert_stderr_contains("nothing ran");
+    assert!(!test.exists("ran"), "no step ran");
+}
