@@ -140,7 +140,9 @@ fn bootstrap(args: cli::BootstrapArgs, state_dir: &Path) -> Result<ExitCode, Str
     std::fs::write(&template, steps::bootstrap::TEMPLATE)
         .map_err(|e| format!("error: cannot write {}: {e}\n", template.display()))?;
     let text = b.pipeline(&template);
-    let loaded = engine::load::parse(&dir.join("bootstrap.ron"), text).map_err(|e| e.render())?;
+    let file = dir.join("bootstrap.ron");
+    std::fs::write(&file, &text).map_err(|e| format!("error: cannot write {}: {e}\n", file.display()))?;
+    let loaded = engine::load::parse(&file, text).map_err(|e| e.render())?;
     let sources = SourceDirs { source_dir: Vec::new() };
     let (plan, catalog) = plan_of(loaded, &sources)?;
     eprintln!(
@@ -152,7 +154,7 @@ fn bootstrap(args: cli::BootstrapArgs, state_dir: &Path) -> Result<ExitCode, Str
         b.role.as_deref().unwrap_or("the caller's credentials")
     );
     let run_args = RunArgs {
-        file: dir.join("bootstrap.ron"),
+        file,
         jobs: None,
         fail_fast: false,
         output: args.output,
@@ -223,14 +225,8 @@ fn print_diffs(plan: &Plan, catalog: &StepCatalog, state_dir: &Path) -> ExitCode
         let (StepKind::Deploy(spec), Some(part)) = (&step.kind, node.part.as_deref()) else { continue };
         let result = (|| {
             let spec = steps::deploy::resolve_with_env(spec, &env)?;
-            let stack = match &spec.stacks {
-                engine::model::Stacks::Listed(list) => list.iter().find(|s| s.name == part).cloned(),
-                engine::model::Stacks::Assembly { .. } => {
-                    return Err("previews of cloud assembly stacks are not supported yet".to_string())
-                }
-            }
-            .ok_or_else(|| format!("no stack `{part}`"))?;
             let workspace = workspace_of(plan, catalog, node.step, state_dir);
+            let (spec, stack) = steps::deploy::stack_for_diff(&spec, part, &workspace)?;
             let target = steps::deploy::target(
                 &spec,
                 &plan.pipeline.loaded.pipeline.name,

@@ -271,3 +271,77 @@ fn a_docker_image_asset_without_docker_fails_naming_the_asset() {
         "{error}"
     );
 }
+
+#[test]
+fn a_docker_image_asset_is_built_then_pushed_after_an_ecr_login_through_its_destination() {
+    let moto = Moto::start();
+    // A docker CLI that records what it is asked (the emulator has no registry to push to).
+    let bin = tempfile::tempdir().unwrap();
+    let log = bin.path().join("docker.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> '{log}'\nif [ \"$1\" = login ]; then read -r pw; echo \"password=$pw\" >> '{log}'; fi\nexit 0\n",
+        log = log.display()
+    );
+    let docker = bin.path().join("docker");
+    std::fs::write(&docker, script).unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let test = assembly_with_an_image(moto.env(Test::new()))
+        .pipeline(
+            r#"Pipeline(name: "images", steps: [
+    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+])"#,
+        )
+        .env("PATH", &format!("{}:/usr/bin:/bin", bin.path().display()))
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    let out = test.run();
+    out.assert_code(0);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = calls.lines().filter(|l| *l != "--version").collect();
+    let registry = "111111111111.dkr.ecr.us-east-1.amazonaws.com";
+    let image = format!("{registry}/cdk-hnb659fds-container-assets-111111111111-us-east-1:f00d");
+    assert_eq!(lines.len(), 5, "{calls}");
+    assert!(lines[0].starts_with("build --tag runner-asset:f00d ") && lines[0].ends_with("asset.f00d"), "{calls}");
+    assert_eq!(lines[1], format!("login --username AWS --password-stdin {registry}"));
+    assert!(lines[2].len() > "password=".len(), "the ECR password came on stdin: {calls}");
+    assert_eq!(lines[3], format!("tag runner-asset:f00d {image}"));
+    assert_eq!(lines[4], format!("push {image}"));
+    assert!(!out.combined().contains(&lines[2]["password=".len()..]), "the password is never logged");
+}
+
+#[test]
+fn many_assets_to_one_bucket_are_checked_with_a_listing_and_a_second_publish_uploads_nothing() {
+    let moto = Moto::start();
+    kms_bucket(&moto);
+    let mut test = moto.env(Test::new());
+    let mut files = String::new();
+    for i in 0..20 {
+        test = test.write(&format!("many/{i:02}.txt"), &format!("file {i}\n"));
+        files.push_str(&format!("(id: \"f{i:02}\", path: \"many/{i:02}.txt\"), "));
+    }
+    let test = test
+        .pipeline(&format!(
+            r#"Pipeline(name: "many", steps: [
+    Step(id: "publish", kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "us-east-1", prefix: "many/"),
+        files: [{files}],
+    ))),
+])"#
+        ))
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    let first = test.run();
+    first.assert_code(0);
+    assert!(first.combined().contains(&format!("listed s3://{BUCKET}/many/: 0 objects there")), "{}", first.dump());
+    assert_eq!(first.combined().matches("uploaded f").count(), 20);
+    let second = test.run();
+    second.assert_code(0);
+    assert_eq!(statuses(&second)["publish"], "unchanged", "{}", second.dump());
+    assert!(second.combined().contains(&format!("listed s3://{BUCKET}/many/: 20 objects there")));
+    assert_eq!(second.combined().matches("is already published at").count(), 20);
+    let state = moto.boto(
+        Some(DEV),
+        &format!(r#"result["keys"] = [o["Key"] for o in client("s3").list_objects_v2(Bucket="{BUCKET}")["Contents"]]"#),
+    );
+    let keys = state["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 20);
+    assert!(keys.iter().all(|k| k.as_str().unwrap().starts_with("many/") && k.as_str().unwrap().ends_with(".txt")));
+}

@@ -458,24 +458,7 @@ impl DeployStep {
             StepError::invalid(format!("no stack `{name}` in stage {} of {}", stage.name, root.display()))
         })?;
         assembly_parts(&self.spec, &stage).map_err(StepError::invalid)?;
-        let mut spec = self.spec.clone();
-        if spec.role == DeployRole::Bootstrap {
-            if let Some(role) = &artifact.assume_role_arn {
-                spec.role = DeployRole::Arn(role.clone());
-            }
-        }
-        if spec.execution_role.is_none() {
-            spec.execution_role = artifact.execution_role_arn.clone();
-        }
-        let stack = StackSpec {
-            name: artifact.stack_name.clone(),
-            template: artifact.template_file.display().to_string(),
-            parameters: artifact.parameters.clone(),
-            tags: artifact.tags.clone(),
-            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
-            termination_protection: artifact.termination_protection,
-            depends_on: artifact.depends_on.clone(),
-        };
+        let (spec, stack) = assembly_stack(&self.spec, artifact);
         let target = target(&spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
         let session = self.sessions.get(&target).await.map_err(|e| StepError::failed(e.to_string()))?;
         check_bootstrap_version(&session, artifact).await?;
@@ -492,6 +475,52 @@ impl DeployStep {
             template_url,
         };
         deployment.run().await
+    }
+}
+
+/// The Deploy as one assembly stack sees it (the manifest's roles unless the step names its own) and the stack.
+pub fn assembly_stack(spec: &DeploySpec, artifact: &assembly::StackArtifact) -> (DeploySpec, StackSpec) {
+    let mut spec = spec.clone();
+    if spec.role == DeployRole::Bootstrap {
+        if let Some(role) = &artifact.assume_role_arn {
+            spec.role = DeployRole::Arn(role.clone());
+        }
+    }
+    if spec.execution_role.is_none() {
+        spec.execution_role = artifact.execution_role_arn.clone();
+    }
+    let stack = StackSpec {
+        name: artifact.stack_name.clone(),
+        template: artifact.template_file.display().to_string(),
+        parameters: artifact.parameters.clone(),
+        tags: artifact.tags.clone(),
+        capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        termination_protection: artifact.termination_protection,
+        depends_on: artifact.depends_on.clone(),
+    };
+    (spec, stack)
+}
+
+/// For `plan --diff`: the Deploy and stack of node part `part`, reading the assembly in `workspace`.
+pub fn stack_for_diff(
+    spec: &DeploySpec,
+    part: &str,
+    workspace: &std::path::Path,
+) -> Result<(DeploySpec, StackSpec), String> {
+    match &spec.stacks {
+        Stacks::Listed(list) => {
+            let stack = list.iter().find(|s| s.name == part).cloned().ok_or_else(|| format!("no stack `{part}`"))?;
+            Ok((spec.clone(), stack))
+        }
+        Stacks::Assembly { dir, stage } => {
+            let stage = assembly::load_stage(&workspace.join(dir), stage)?;
+            let artifact = stage
+                .stacks
+                .iter()
+                .find(|s| s.stack_name == part)
+                .ok_or_else(|| format!("no stack `{part}` in stage {}", stage.name))?;
+            Ok(assembly_stack(spec, artifact))
+        }
     }
 }
 

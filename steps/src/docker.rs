@@ -5,6 +5,7 @@ use engine::event::Stream;
 use engine::step::{NodeContext, NodeSuccess, StepError};
 
 use crate::assembly::ImageAssetEntry;
+use crate::aws::{aws_reason, Sessions, Target};
 
 /// Whether a `docker` CLI answers.
 pub async fn docker_available() -> bool {
@@ -18,9 +19,14 @@ pub async fn docker_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Build the image and push it to each destination repository (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG`).
-/// The docker CLI must already be logged in to those registries.
-pub async fn publish_image(ctx: &NodeContext, image: &ImageAssetEntry) -> Result<NodeSuccess, StepError> {
+/// Build the image and push it to each destination repository (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG`),
+/// logging docker in to each registry with ECR's GetAuthorizationToken through the destination's role.
+pub async fn publish_image(
+    ctx: &NodeContext,
+    image: &ImageAssetEntry,
+    sessions: &Sessions,
+    target_of: impl Fn(&str, &str, Option<String>) -> Target,
+) -> Result<NodeSuccess, StepError> {
     if !docker_available().await {
         return Err(StepError::failed(format!(
             "cannot publish docker image asset `{}` ({}): the docker CLI is not installed (or does not run); \
@@ -37,11 +43,72 @@ pub async fn publish_image(ctx: &NodeContext, image: &ImageAssetEntry) -> Result
     build.push(image.directory.display().to_string());
     run(ctx, &build, image).await?;
     for d in &image.destinations {
-        let remote = format!("{}.dkr.ecr.{}.amazonaws.com/{}:{}", d.account, d.region, d.repository, d.tag);
+        let fail = |what: String| {
+            StepError::failed(format!(
+                "docker image asset `{}` to {} in account {}: {what}",
+                image.display_name, d.repository, d.account
+            ))
+        };
+        let session =
+            sessions.get(&target_of(&d.account, &d.region, d.role.clone())).await.map_err(|e| fail(e.to_string()))?;
+        let ecr = aws_sdk_ecr::Client::new(&session.config);
+        let auth = ecr
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| fail(format!("GetAuthorizationToken failed: {}", aws_reason(&e))))?;
+        let data = auth.authorization_data().first().ok_or_else(|| fail("ECR returned no authorization".into()))?;
+        let token = data.authorization_token().unwrap_or_default();
+        let decoded =
+            aws_smithy_types::base64::decode(token).map_err(|e| fail(format!("unreadable ECR token: {e}")))?;
+        let decoded = String::from_utf8_lossy(&decoded).into_owned();
+        let (user, password) = decoded.split_once(':').ok_or_else(|| fail("unreadable ECR token".into()))?;
+        let registry = data
+            .proxy_endpoint()
+            .map(|e| e.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("{}.dkr.ecr.{}.amazonaws.com", d.account, d.region));
+        login(ctx, &registry, user, password, image).await?;
+        let remote = format!("{registry}/{}:{}", d.repository, d.tag);
         run(ctx, &["tag".into(), local.clone(), remote.clone()], image).await?;
         run(ctx, &["push".into(), remote], image).await?;
     }
     Ok(NodeSuccess::default())
+}
+
+/// `docker login --username USER --password-stdin REGISTRY`, the password never on a command line.
+async fn login(
+    ctx: &NodeContext,
+    registry: &str,
+    user: &str,
+    password: &str,
+    image: &ImageAssetEntry,
+) -> Result<(), StepError> {
+    use tokio::io::AsyncWriteExt;
+    ctx.events.log(Stream::Runner, format!("docker login --username {user} --password-stdin {registry}")).await;
+    let mut child = tokio::process::Command::new("docker")
+        .args(["login", "--username", user, "--password-stdin", registry])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            StepError::failed(format!("docker image asset `{}`: cannot run docker: {e}", image.display_name))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(password.as_bytes()).await;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| StepError::failed(format!("docker image asset `{}`: docker login: {e}", image.display_name)))?;
+    if !out.status.success() {
+        return Err(StepError::failed(format!(
+            "docker image asset `{}`: `docker login` to {registry} failed: {}",
+            image.display_name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 async fn run(ctx: &NodeContext, args: &[String], image: &ImageAssetEntry) -> Result<(), StepError> {

@@ -135,6 +135,79 @@ fn role_of(d: &Destination) -> Option<String> {
     }
 }
 
+/// sha256 of files already hashed, by path, valid while the file's size, modification and change times (ns)
+/// and inode stay the same: a second publish of unchanged files reads none of them. Kept in
+/// `<state>/cache/publish-sha256.json`; a damaged or missing cache is just empty.
+pub struct HashCache {
+    path: PathBuf,
+    entries: std::sync::Mutex<HashMap<String, CachedHash>>,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct CachedHash {
+    len: u64,
+    modified_ns: u64,
+    changed_ns: u64,
+    inode: u64,
+    sha256: String,
+}
+
+impl HashCache {
+    pub fn load(state_dir: &Path) -> HashCache {
+        let path = state_dir.join("cache").join("publish-sha256.json");
+        let entries = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        HashCache { path, entries: std::sync::Mutex::new(entries), dirty: Default::default() }
+    }
+
+    fn stamp(path: &Path) -> Option<(String, u64, u64, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let ns = |s: i64, n: i64| (s as u64).saturating_mul(1_000_000_000).saturating_add(n as u64);
+        let key = std::fs::canonicalize(path).ok()?.display().to_string();
+        Some((key, m.len(), ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec()), m.ino()))
+    }
+
+    /// The body's sha256: from the cache when the file is unchanged, else read (and remembered).
+    pub async fn sha256(&self, body: &Body) -> Result<String, String> {
+        let Body::File { path, .. } = body else { return body.sha256().await };
+        let stamp = Self::stamp(path);
+        if let Some((key, len, modified_ns, changed_ns, inode)) = &stamp {
+            let entries = self.entries.lock().map_err(|e| e.to_string())?;
+            if let Some(c) = entries.get(key) {
+                if (c.len, c.modified_ns, c.changed_ns, c.inode) == (*len, *modified_ns, *changed_ns, *inode) {
+                    return Ok(c.sha256.clone());
+                }
+            }
+        }
+        let sha256 = body.sha256().await?;
+        if let Some((key, len, modified_ns, changed_ns, inode)) = stamp {
+            let entry = CachedHash { len, modified_ns, changed_ns, inode, sha256: sha256.clone() };
+            self.entries.lock().map_err(|e| e.to_string())?.insert(key, entry);
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(sha256)
+    }
+
+    /// Write the cache if it changed (atomically: a temporary file renamed over it).
+    pub fn save(&self) -> Result<(), String> {
+        if !self.dirty.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let text = {
+            let entries = self.entries.lock().map_err(|e| e.to_string())?;
+            serde_json::to_vec(&*entries).map_err(|e| e.to_string())?
+        };
+        let fail = |e: std::io::Error| format!("cannot write the hash cache {}: {e}", self.path.display());
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let tmp = self.path.with_extension(format!("json.{}", std::process::id()));
+        std::fs::write(&tmp, text).map_err(fail)?;
+        std::fs::rename(&tmp, &self.path).map_err(fail)
+    }
+}
+
 /// `<ID>_KEY`-style output name of an asset id.
 pub fn output_name(id: &str, suffix: &str) -> String {
     let id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
@@ -219,21 +292,44 @@ impl PublishStep {
             destination.external_id.clone(),
         );
         let prefix = destination.prefix.clone().unwrap_or_default();
-        // Prepare every asset first (read, zip, hash): a missing path fails before anything is uploaded.
-        let mut jobs = Vec::new();
-        for f in files {
+        // Prepare every asset first (open, zip; in parallel): a missing path fails before anything is uploaded.
+        // Files are hashed in their upload task (from the cache when unchanged), so uploads start at once.
+        let mut prepared = tokio::task::JoinSet::new();
+        let limit = Arc::new(Semaphore::new(parallel));
+        for (i, f) in files.iter().enumerate() {
             let path = ctx.workspace.join(&f.path);
-            let (body, ext) = prepare(&path, Packaging::Zip, true)
-                .await
-                .map_err(|e| StepError::invalid(format!("cannot publish asset `{}`: {e}", f.id)))?;
-            let hash = body.sha256().await.map_err(|e| StepError::failed(format!("asset `{}`: {e}", f.id)))?;
-            let key = format!("{prefix}{hash}{ext}");
+            let (id, limit) = (f.id.clone(), Arc::clone(&limit));
+            prepared.spawn(async move {
+                let _permit = limit.acquire().await;
+                let (body, ext) = prepare(&path, Packaging::Zip, true)
+                    .await
+                    .map_err(|e| StepError::invalid(format!("cannot publish asset `{id}`: {e}")))?;
+                Ok::<_, StepError>((i, body, ext))
+            });
+        }
+        let mut ready = BTreeMap::new();
+        let mut errors = Vec::new();
+        while let Some(joined) = prepared.join_next().await {
+            match joined {
+                Ok(Ok((i, body, ext))) => {
+                    ready.insert(i, (body, ext));
+                }
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(StepError::failed(format!("preparing an asset failed: {e}"))),
+            }
+        }
+        if let Some(first) = errors.into_iter().min_by(|a, b| a.message.cmp(&b.message)) {
+            return Err(first);
+        }
+        let mut jobs = Vec::new();
+        for (f, (body, ext)) in files.iter().zip(ready.into_values()) {
             jobs.push(Job {
                 asset: f.id.clone(),
                 body,
+                key_from_hash: Some((prefix.clone(), ext)),
                 destination: AssetDestination {
                     bucket: bucket.clone(),
-                    key,
+                    key: String::new(),
                     region: destination.region.clone(),
                     account: destination.account.clone(),
                     role: target.role.clone(),
@@ -259,7 +355,9 @@ impl PublishStep {
         parallel: usize,
     ) -> Result<NodeSuccess, StepError> {
         if let Some(image) = stage.images.iter().find(|i| i.part == part) {
-            return crate::docker::publish_image(ctx, image).await;
+            let target_of =
+                |account: &str, region: &str, role: Option<String>| self.target(ctx, account, region, role, None);
+            return crate::docker::publish_image(ctx, image, &self.sessions, target_of).await;
         }
         let asset = stage
             .files
@@ -272,7 +370,12 @@ impl PublishStep {
         let jobs = asset
             .destinations
             .iter()
-            .map(|d| Job { asset: asset.display_name.clone(), body: body.clone(), destination: d.clone() })
+            .map(|d| Job {
+                asset: asset.display_name.clone(),
+                body: body.clone(),
+                key_from_hash: None,
+                destination: d.clone(),
+            })
             .collect();
         let results = self.upload_all(ctx, jobs, parallel).await?;
         let mut outputs = Outputs::new();
@@ -293,7 +396,11 @@ impl PublishStep {
             count: jobs.len() as u64,
             events: ctx.events.clone(),
         });
+        let hashes = Arc::new(HashCache::load(&ctx.state_dir));
+        let listings = self.list_existing(ctx, &jobs).await;
         let shared = Arc::new(Shared {
+            listings,
+            hashes: Arc::clone(&hashes),
             sessions: Arc::clone(&self.sessions),
             requests: Semaphore::new(parallel),
             encryption: Mutex::new(HashMap::new()),
@@ -343,6 +450,9 @@ impl PublishStep {
             }
         }
         progress.report();
+        if let Err(e) = hashes.save() {
+            ctx.events.log(Stream::Runner, format!("warning: {e}")).await;
+        }
         if !errors.is_empty() {
             errors.sort();
             return Err(StepError::failed(errors.join("\n")));
@@ -482,6 +592,8 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, bool, u64)>
 struct Job {
     asset: String,
     body: Body,
+    /// The key is `{prefix}{sha256 of the body}{ext}`, computed in the upload task.
+    key_from_hash: Option<(String, String)>,
     destination: AssetDestination,
 }
 
@@ -499,6 +611,9 @@ struct Done {
 type EncryptionCache = HashMap<(String, String), Option<Option<String>>>;
 
 struct Shared {
+    /// (account, bucket) -> every key under the listed prefix, when many assets go to one bucket.
+    listings: HashMap<(String, String), Listing>,
+    hashes: Arc<HashCache>,
     sessions: Arc<Sessions>,
     requests: Semaphore,
     encryption: Mutex<EncryptionCache>,
@@ -532,7 +647,11 @@ impl Progress {
     }
 }
 
-async fn upload(shared: &Shared, target: &Target, job: Job) -> Result<Done, String> {
+async fn upload(shared: &Shared, target: &Target, mut job: Job) -> Result<Done, String> {
+    if let Some((prefix, ext)) = &job.key_from_hash {
+        let hash = shared.hashes.sha256(&job.body).await.map_err(|e| format!("asset `{}`: {e}", job.asset))?;
+        job.destination.key = format!("{prefix}{hash}{ext}");
+    }
     let d = &job.destination;
     let whom = match &d.role {
         Some(r) => format!("account {} as {r}", d.account),
@@ -544,8 +663,15 @@ async fn upload(shared: &Shared, target: &Target, job: Job) -> Result<Done, Stri
     let len = job.body.len();
     let mut done =
         Done { asset: job.asset.clone(), bucket: d.bucket.clone(), key: d.key.clone(), bytes: len, uploaded: false };
-    match s3.head_object().bucket(&d.bucket).key(&d.key).send().await {
-        Ok(_) => {
+    let listing = shared.listings.get(&(d.account.clone(), d.bucket.clone())).filter(|l| d.key.starts_with(&l.prefix));
+    let there = match listing {
+        // The bucket was listed (one request per 1,000 keys instead of a HeadObject per asset).
+        Some(l) => Ok(l.keys.contains(&d.key)),
+        None => s3.head_object().bucket(&d.bucket).key(&d.key).send().await.map(|_| true),
+    };
+    match there {
+        Ok(false) => {}
+        Ok(true) => {
             shared.progress.asset_done(0, len);
             return Ok(done);
         }
@@ -584,6 +710,79 @@ async fn upload(shared: &Shared, target: &Target, job: Job) -> Result<Done, Stri
     }
     done.uploaded = true;
     Ok(done)
+}
+
+/// The keys under a prefix of a bucket, listed completely.
+struct Listing {
+    prefix: String,
+    keys: std::collections::HashSet<String>,
+}
+
+/// From this many assets to one bucket on, the bucket is listed instead of asking HeadObject per asset.
+const LIST_FROM: usize = 16;
+/// At most this many ListObjectsV2 pages (1,000 keys each); a bigger bucket falls back to HeadObject.
+const LIST_PAGES: usize = 10;
+
+impl PublishStep {
+    /// Buckets that many jobs go to, listed under the jobs' common key prefix. A listing that fails (e.g. no
+    /// s3:ListBucket) or is too long is left out: those jobs ask HeadObject.
+    async fn list_existing(&self, ctx: &NodeContext, jobs: &[Job]) -> HashMap<(String, String), Listing> {
+        let mut groups: HashMap<(String, String), (Target, Vec<String>)> = HashMap::new();
+        for job in jobs {
+            let d = &job.destination;
+            let prefix = match &job.key_from_hash {
+                Some((prefix, _)) => prefix.clone(),
+                None => d.key.clone(),
+            };
+            let target = self.target(ctx, &d.account, &d.region, d.role.clone(), d.external_id.clone());
+            groups.entry((d.account.clone(), d.bucket.clone())).or_insert((target, Vec::new())).1.push(prefix);
+        }
+        let mut listings = HashMap::new();
+        for ((account, bucket), (target, prefixes)) in groups {
+            if prefixes.len() < LIST_FROM {
+                continue;
+            }
+            let prefix = prefixes.iter().skip(1).fold(prefixes[0].clone(), |common, p| {
+                common.chars().zip(p.chars()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect()
+            });
+            let Ok(session) = self.sessions.get(&target).await else { continue };
+            let s3 = session.s3();
+            let mut keys = std::collections::HashSet::new();
+            let mut token = None;
+            let mut complete = false;
+            for _ in 0..LIST_PAGES {
+                let page = s3
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await;
+                let Ok(page) = page else { break };
+                keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+                match page.next_continuation_token() {
+                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                    _ => {
+                        complete = true;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                ctx.events
+                    .log(
+                        Stream::Runner,
+                        format!(
+                            "listed s3://{bucket}/{prefix}: {} objects there, instead of a HeadObject per asset",
+                            keys.len()
+                        ),
+                    )
+                    .await;
+                listings.insert((account, bucket), Listing { prefix, keys });
+            }
+        }
+        listings
+    }
 }
 
 /// The bucket's default encryption, asked once per bucket: `Some(key)` when it is SSE-KMS.
@@ -748,6 +947,26 @@ mod tests {
         assert_eq!(f.unix_mode().map(|m| m & 0o777), Some(0o644));
         std::fs::write(b.path().join("b.txt"), "changed").unwrap();
         assert_ne!(zip_dir(b.path()).unwrap(), zip_dir(a.path()).unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_hash_cache_reads_a_file_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.bin");
+        std::fs::write(&file, "one").unwrap();
+        let body = || Body::File { path: Arc::new(file.clone()), len: 3 };
+        let cache = HashCache::load(dir.path());
+        let first = cache.sha256(&body()).await.unwrap();
+        assert_eq!(first, format!("{:x}", Sha256::digest(b"one")));
+        cache.save().unwrap();
+        // A cached entry is trusted while the stamp matches: poison it to see it is used.
+        let reloaded = HashCache::load(dir.path());
+        let key = HashCache::stamp(&file).unwrap().0;
+        reloaded.entries.lock().unwrap().get_mut(&key).unwrap().sha256 = "cached".into();
+        assert_eq!(reloaded.sha256(&body()).await.unwrap(), "cached");
+        // Rewritten (other size and times): read again.
+        std::fs::write(&file, "three").unwrap();
+        assert_eq!(reloaded.sha256(&body()).await.unwrap(), format!("{:x}", Sha256::digest(b"three")));
     }
 
     #[test]

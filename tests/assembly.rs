@@ -1,0 +1,296 @@
+//! CDK cloud assemblies against a real AWS emulator (moto): the fixture app's `cdk.out` (synthesized by the real
+//! CDK, `fixtures/cdk-app`), its Dev stage published and deployed into the Dev account.
+
+mod common;
+mod emulator;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{repo_root, Output, Test};
+use emulator::Moto;
+
+const DEV: &str = "111111111111";
+
+fn fixture() -> std::path::PathBuf {
+    repo_root().join("fixtures/cdk-app/cdk.out")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn statuses(out: &Output) -> BTreeMap<String, String> {
+    out.json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "node_finished")
+        .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// What `cdk bootstrap` leaves that a deployment needs here: the assets bucket and the version parameter.
+fn bootstrap_by_hand(moto: &Moto, account: &str) {
+    moto.boto(
+        Some(account),
+        &format!(
+            r#"
+client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-{account}-us-east-1")
+client("ssm").put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="21", Type="String")
+"#
+        ),
+    );
+}
+
+/// (bucket, key) of every file asset the Dev stage's asset manifests name.
+fn expected_objects() -> Vec<(String, String)> {
+    let dir = fixture().join("assembly-Dev");
+    let mut objects = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".assets.json") {
+            continue;
+        }
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for asset in manifest["files"].as_object().unwrap().values() {
+            for d in asset["destinations"].as_object().unwrap().values() {
+                objects.push((
+                    d["bucketName"].as_str().unwrap().to_string(),
+                    d["objectKey"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    objects.sort();
+    objects.dedup();
+    objects
+}
+
+const PIPELINE: &str = r#"Pipeline(name: "cdk", steps: [
+    Step(id: "publish-dev", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+    Step(
+        id: "deploy-dev",
+        needs: ["publish-dev"],
+        kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Assembly(dir: "cdk.out", stage: "Dev")),
+    ),
+])"#;
+
+fn state_of_dev(moto: &Moto) -> serde_json::Value {
+    moto.boto(
+        Some(DEV),
+        r#"
+import json
+cfn = client("cloudformation")
+stacks = {s["StackName"]: s for s in cfn.describe_stacks()["Stacks"]}
+result["stacks"] = {n: s["StackStatus"] for n, s in stacks.items()}
+result["updated"] = sorted(str(s.get("LastUpdatedTime")) for s in stacks.values())
+result["templates"] = {n: cfn.get_template(StackName=n)["TemplateBody"] for n in stacks}
+s3 = client("s3")
+result["objects"] = sorted([b["Name"], o["Key"], str(o["LastModified"])] for b in s3.list_buckets()["Buckets"]
+    if b["Name"].startswith("cdk-") for o in s3.list_objects_v2(Bucket=b["Name"]).get("Contents", []))
+result["functions"] = [f["FunctionName"] for f in client("lambda").list_functions()["Functions"]]
+"#,
+    )
+}
+
+#[test]
+fn publish_and_deploy_of_the_dev_stage_put_its_assets_and_stacks_into_the_dev_account() {
+    let moto = Moto::start();
+    bootstrap_by_hand(&moto, DEV);
+    let test = moto.env(Test::new()).pipeline(PIPELINE).args(&["run", "pipeline.ron", "--output", "json"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    let s = statuses(&out);
+    for stack in ["Dev-VpcStack", "Dev-S3Stack", "Dev-DynamoDbStack"] {
+        assert_eq!(s.get(&format!("deploy-dev/{stack}")).map(String::as_str), Some("succeeded"), "{}", out.dump());
+    }
+    assert_eq!(s["publish-dev/AuditWriterFunction-Code"], "succeeded", "{}", out.dump());
+
+    let state = state_of_dev(&moto);
+    let objects: Vec<(String, String)> = state["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o[0].as_str().unwrap().to_string(), o[1].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(objects, expected_objects(), "objects land at the bucket/key the asset manifests name");
+    for (stack, file) in [
+        ("Dev-VpcStack", "DevVpcStack3FD4A81C"),
+        ("Dev-S3Stack", "DevS3Stack84C0E038"),
+        ("Dev-DynamoDbStack", "DevDynamoDbStack5C9B9F71"),
+    ] {
+        assert_eq!(state["stacks"][stack], "CREATE_COMPLETE", "{state}");
+        let want: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture().join(format!("assembly-Dev/{file}.template.json"))).unwrap(),
+        )
+        .unwrap();
+        let got = &state["templates"][stack];
+        let got: serde_json::Value =
+            if got.is_string() { serde_json::from_str(got.as_str().unwrap()).unwrap() } else { got.clone() };
+        assert_eq!(got, want, "{stack} runs the assembly's template");
+    }
+    assert_eq!(state["functions"].as_array().unwrap().len(), 1, "the Lambda function was made from the zip asset");
+    // The S3 stack came after the VPC stack it imports from.
+    let order: Vec<String> = out
+        .json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "node_started")
+        .map(|e| e["node"].as_str().unwrap().to_string())
+        .collect();
+    let at = |n: &str| order.iter().position(|x| x == n).unwrap();
+    assert!(at("deploy-dev/Dev-VpcStack") < at("deploy-dev/Dev-S3Stack"));
+
+    // Again: nothing to publish, nothing to deploy.
+    let again = test.run();
+    again.assert_code(0);
+    for (node, status) in statuses(&again) {
+        // Publish: HeadObject found every object. Deploy: the stack already runs this template (GetTemplate,
+        // `up_to_date`, no change set) or its change set was empty (`unchanged`).
+        let nothing_done = if node.starts_with("deploy-dev/") {
+            ["unchanged", "up_to_date"].contains(&status.as_str())
+        } else {
+            status == "unchanged"
+        };
+        assert!(nothing_done, "{node} {status}:\n{}", again.dump());
+    }
+    let after = state_of_dev(&moto);
+    assert_eq!(after["objects"], state["objects"]);
+    assert_eq!(after["updated"], state["updated"]);
+}
+
+#[test]
+fn without_cdk_out_at_plan_time_the_stage_expands_at_run_time_after_the_synth() {
+    let moto = Moto::start();
+    bootstrap_by_hand(&moto, DEV);
+    let pipeline = PIPELINE.replace(
+        r#"Step(id: "publish-dev", kind"#,
+        &format!(
+            r#"Step(id: "synth", kind: Shell(commands: ["cp -r '{}' cdk.out"])),
+    Step(id: "publish-dev", needs: ["synth"], kind"#,
+            fixture().display()
+        ),
+    );
+    let test = moto.env(Test::new()).pipeline(&pipeline);
+    let plan = Test::new().pipeline(&pipeline).args(&["plan", "pipeline.ron"]).run();
+    plan.assert_code(0);
+    plan.assert_stdout_contains("expands at run time");
+    let out = test.args(&["run", "pipeline.ron", "--output", "json"]).run();
+    out.assert_code(0);
+    let added: Vec<String> = out
+        .json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "nodes_added")
+        .flat_map(|e| {
+            e["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    for node in [
+        "deploy-dev/Dev-VpcStack",
+        "deploy-dev/Dev-S3Stack",
+        "deploy-dev/Dev-DynamoDbStack",
+        "publish-dev/AuditWriterFunction-Code",
+    ] {
+        assert!(added.iter().any(|a| a == node), "{node} spliced in: {added:?}");
+        assert_eq!(statuses(&out)[node], "succeeded", "{}", out.dump());
+    }
+    let state = state_of_dev(&moto);
+    assert_eq!(state["stacks"].as_object().unwrap().len(), 3, "{state}");
+}
+
+#[test]
+fn plan_shows_the_stacks_and_assets_of_an_existing_assembly() {
+    let test = Test::new().pipeline(PIPELINE).args(&["plan", "pipeline.ron"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    for node in [
+        "publish-dev/AuditWriterFunction-Code",
+        "publish-dev/Dev-VpcStack-Template",
+        "deploy-dev/Dev-VpcStack",
+        "deploy-dev/Dev-S3Stack",
+        "deploy-dev/Dev-DynamoDbStack",
+    ] {
+        out.assert_stdout_contains(node);
+    }
+    let graph = Test::new().pipeline(PIPELINE).args(&["graph", "pipeline.ron", "--format", "mermaid"]);
+    copy_dir(&fixture(), &graph.path().join("cdk.out"));
+    graph.run().assert_code(0).assert_stdout_contains("Dev-S3Stack");
+}
+
+#[test]
+fn a_deploy_before_the_templates_are_published_says_to_publish_first() {
+    let moto = Moto::start();
+    bootstrap_by_hand(&moto, DEV);
+    let test = moto
+        .env(Test::new())
+        .pipeline(
+            r#"Pipeline(name: "cdk", steps: [
+    Step(id: "deploy-dev", kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Assembly(dir: "cdk.out", stage: "Dev"))),
+])"#,
+        )
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(1);
+    out.assert_output_contains(
+        "the template of stack Dev-VpcStack is not published at s3://cdk-hnb659fds-assets-111111111111-us-east-1/",
+    );
+}
+
+#[test]
+fn an_account_without_the_bootstrap_version_parameter_is_told_to_bootstrap() {
+    let moto = Moto::start();
+    moto.boto(Some(DEV), r#"client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-111111111111-us-east-1")"#);
+    let test = moto.env(Test::new()).pipeline(PIPELINE).args(&["run", "pipeline.ron", "--output", "json"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(1);
+    out.assert_output_contains("account 111111111111 is not bootstrapped in us-east-1: SSM parameter /cdk-bootstrap/hnb659fds/version does not exist");
+    out.assert_output_contains("runner bootstrap aws://111111111111/us-east-1");
+}
+
+#[test]
+fn a_stage_that_is_not_in_the_assembly_is_a_plan_error_naming_the_stages() {
+    let test =
+        Test::new().pipeline(&PIPELINE.replace("stage: \"Dev\"", "stage: \"Staging\"")).args(&["plan", "pipeline.ron"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(2);
+    out.assert_stderr_contains("has no stage `Staging`: its stages are Dev, Prod, Test");
+}
+
+#[test]
+fn a_deploy_for_another_account_than_the_stage_is_refused() {
+    let test = Test::new()
+        .pipeline(&PIPELINE.replace("account: \"111111111111\"", "account: \"222222222222\""))
+        .args(&["plan", "pipeline.ron"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(2);
+    out.assert_stderr_contains(
+        "is for aws://111111111111/us-east-1, but this Deploy is for aws://222222222222/us-east-1",
+    );
+}
+
+#[test]
+fn plan_diff_previews_the_stacks_of_an_assembly_stage_and_leaves_nothing_behind() {
+    let moto = Moto::start();
+    bootstrap_by_hand(&moto, DEV);
+    let test = moto.env(Test::new()).pipeline(PIPELINE).args(&["plan", "pipeline.ron", "--diff"]);
+    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("deploy-dev/Dev-VpcStack (aws://111111111111/us-east-1): new stack, 9 resources to add");
+    out.assert_stdout_contains("+ Add    EtlJobAuditTableB3D34C34 (AWS::DynamoDB::Table)");
+    let state = state_of_dev(&moto);
+    assert_eq!(state["stacks"], serde_json::json!({}), "previews leave no stack behind");
+}
