@@ -224,20 +224,9 @@ impl PlanTimes {
     }
 }
 
-/// Validation finds cycles with petgraph's `tarjan_scc`, which recurses once per step of a chain: a 100k-step chain
-/// overflows the 8 MB main-thread stack. Plan on a thread with a large stack meanwhile (see the README).
-const PLANNING_STACK: usize = 256 << 20;
-
+/// Parse, validate and build, on the calling thread (the main thread, as in the CLI: a recursion per step would
+/// overflow its 8 MB stack at 100k steps, as validation's `tarjan_scc` once did).
 fn plan(text: String) -> (Plan, PlanTimes) {
-    std::thread::Builder::new()
-        .stack_size(PLANNING_STACK)
-        .spawn(move || plan_here(text))
-        .expect("planning thread")
-        .join()
-        .expect("planning panicked")
-}
-
-fn plan_here(text: String) -> (Plan, PlanTimes) {
     let catalog = BenchCatalog;
     let t = Instant::now();
     let loaded = engine::load::parse(Path::new("bench.ron"), text).unwrap_or_else(|e| panic!("{}", e.render()));
@@ -252,7 +241,7 @@ fn plan_here(text: String) -> (Plan, PlanTimes) {
     (plan, PlanTimes { parse, validate, build })
 }
 
-/// An existing run directory, as in a real run (the walker removes a node's stale output file before each attempt).
+/// An existing run directory, as in a real run (where the walker removes a node's stale output file before a retry).
 fn run_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("runner-engine-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create the bench run dir");
@@ -415,16 +404,16 @@ fn mb(kb: u64) -> f64 {
 /// Live heap after each planning phase, bytes per step.
 struct PlanMemory {
     text: f64,
-    /// `SourceMap::index` of the text alone (part of `loaded`).
+    /// `SourceMap::index` of the text alone: built only when a diagnostic needs a position.
     source_map: f64,
-    /// Text, model and source map.
+    /// Text and model.
     loaded: f64,
     valid: f64,
     plan: f64,
 }
 
 fn plan_memory(shape: Shape, steps: usize) -> PlanMemory {
-    let work = move || {
+    let work = || {
         let dag = Dag::new(shape, steps, LAYER_WIDTH, SEED);
         let catalog = BenchCatalog;
         let live = || LIVE.load(Ordering::SeqCst) as f64 / steps as f64;
@@ -445,7 +434,7 @@ fn plan_memory(shape: Shape, steps: usize) -> PlanMemory {
         drop(plan);
         PlanMemory { text: text_bytes, source_map, loaded: loaded_bytes, valid: valid_bytes, plan: plan_bytes }
     };
-    std::thread::Builder::new().stack_size(PLANNING_STACK).spawn(work).expect("thread").join().expect("planning")
+    work()
 }
 
 /// Heap left allocated by creating and dropping one `StopSignal::never()`.
@@ -800,16 +789,12 @@ fn main() {
         );
         println!();
         println!("Live heap after each planning phase at 100k steps, bytes per step (cumulative)");
-        println!(
-            "| shape   | RON text | + parse (model, source map, text) | of which source map | + validate | + plan |"
-        );
-        println!(
-            "|---------|---------:|----------------------------------:|--------------------:|-----------:|-------:|"
-        );
+        println!("| shape   | RON text | + parse (model, text) | source map (built on demand) | + validate | + plan |");
+        println!("|---------|---------:|----------------------:|-----------------------------:|-----------:|-------:|");
         for shape in Shape::ALL {
             let m = plan_memory(shape, 100_000);
             println!(
-                "| {:<7} | {:>8.0} | {:>33.0} | {:>19.0} | {:>10.0} | {:>6.0} |",
+                "| {:<7} | {:>8.0} | {:>21.0} | {:>28.0} | {:>10.0} | {:>6.0} |",
                 shape.name(),
                 m.text,
                 m.loaded,

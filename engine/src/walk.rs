@@ -316,9 +316,15 @@ impl<'p> Walker<'p> {
     async fn start(&mut self, i: usize, tasks: &mut JoinSet<Finished>) -> Result<Option<NodeSuccess>, StepError> {
         let node = &self.nodes[i];
         let step_index = node.step;
-        let written = &self.plan.pipeline.loaded.pipeline.steps[step_index];
-        let resolve = self.plan.pipeline.has_refs[step_index] && self.catalog.resolves_fields(written);
-        let step = if resolve { self.resolve(i, written)? } else { written.clone() };
+        let plan: &'p Plan = self.plan;
+        let written = &plan.pipeline.loaded.pipeline.steps[step_index];
+        let resolve = plan.pipeline.has_refs[step_index] && self.catalog.resolves_fields(written);
+        // Borrowed as written unless something needs substituting.
+        let step: std::borrow::Cow<'p, Step> = if resolve {
+            std::borrow::Cow::Owned(self.resolve(i, written)?)
+        } else {
+            std::borrow::Cow::Borrowed(written)
+        };
         let runner = self.catalog.runner(&step)?;
         let defaults = &self.plan.pipeline.loaded.pipeline.defaults;
         let mut env = BTreeMap::new();
