@@ -517,11 +517,23 @@ fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -
     let steps_to_check = plan.pipeline.loaded.pipeline.steps.clone();
     let preflight_env: HashMap<String, String> = options.env.as_ref().clone();
     let preflight = runtime.block_on(async {
-        let deploys = steps_to_check.iter().filter(|s| matches!(s.kind, StepKind::Deploy(_))).count();
+        let deploys = steps_to_check
+            .iter()
+            .filter(|s| {
+                matches!(
+                    &s.kind,
+                    StepKind::Deploy(_)
+                        | StepKind::Publish(engine::model::PublishSpec {
+                            assets: engine::model::PublishAssets::Files { .. },
+                            ..
+                        })
+                )
+            })
+            .count();
         if deploys == 0 {
             return Vec::new();
         }
-        eprintln!("preflight: checking access to the accounts of {deploys} Deploy step(s)");
+        eprintln!("preflight: checking access to the accounts of {deploys} Deploy or Publish step(s)");
         steps::deploy::preflight(&steps_to_check, name, catalog.aws_endpoint.as_deref(), &preflight_env, &catalog.aws)
             .await
     });
@@ -529,7 +541,7 @@ fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -
         for e in &preflight {
             eprintln!("error: preflight: {e}");
         }
-        eprintln!("nothing ran: no Deploy can act in its account (fix the access above and run again)");
+        eprintln!("nothing ran: a Deploy or Publish cannot act in its account (fix the access above and run again)");
         if let Some(junit) = &mut junit {
             junit.not_run(name, &options.run_id, "preflight", &preflight.join("\n"));
             if let Err(e) = junit.write() {

@@ -345,3 +345,55 @@ fn many_assets_to_one_bucket_are_checked_with_a_listing_and_a_second_publish_upl
     assert_eq!(keys.len(), 20);
     assert!(keys.iter().all(|k| k.as_str().unwrap().starts_with("many/") && k.as_str().unwrap().ends_with(".txt")));
 }
+
+#[test]
+fn publish_progress_reads_in_mib_and_assets_without_flooding_the_log() {
+    let moto = Moto::start();
+    kms_bucket(&moto);
+    let test = moto
+        .env(Test::new())
+        .pipeline(
+            r#"Pipeline(name: "assets", steps: [
+    Step(id: "publish", kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "us-east-1"),
+        files: [(id: "big", path: "big.bin")],
+    ))),
+])"#,
+        )
+        .args(&["run", "pipeline.ron", "--output", "plain"]);
+    big_file(&test, 40);
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("[publish] 1/1 assets 40.0/40.0 MiB");
+    let lines = out.combined().lines().filter(|l| l.contains(" MiB")).count();
+    assert!(
+        (1..=6).contains(&lines),
+        "progress is sent at most every 200 ms and at the end: {lines} lines\n{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn a_publish_whose_credentials_act_in_another_account_is_stopped_by_the_preflight() {
+    let moto = Moto::start();
+    let test = moto
+        .env(Test::new())
+        .write("notes.txt", "x")
+        .pipeline(
+            r#"Pipeline(name: "assets", steps: [
+    Step(id: "first", kind: Shell(commands: ["touch ran"])),
+    Step(id: "publish", needs: ["first"], kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "us-east-1", role: Caller),
+        files: [(id: "notes", path: "notes.txt")],
+    ))),
+])"#,
+        )
+        .args(&["run", "pipeline.ron"]);
+    let out = test.run();
+    out.assert_code(1);
+    out.assert_stderr_contains(
+        "`publish`: the caller's credentials act in account 123456789012, not in account 111111111111",
+    );
+    out.assert_stderr_contains("nothing ran");
+    assert!(!test.exists("ran"), "no step ran");
+}

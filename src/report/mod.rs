@@ -145,6 +145,21 @@ fn first_line(s: &str) -> &str {
 }
 
 /// `850ms`, `12.3s`, `4m05s`.
+/// Progress as people read it: `3/22 resources`; bytes in MiB (`12.0/600.0 MiB`).
+pub fn amount(done: u64, total: Option<u64>, unit: &str) -> String {
+    if unit == "bytes" {
+        let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
+        return match total {
+            Some(t) => format!("{}/{} MiB", mib(done), mib(t)),
+            None => format!("{} MiB", mib(done)),
+        };
+    }
+    match total {
+        Some(t) => format!("{done}/{t} {unit}"),
+        None => format!("{done} {unit}"),
+    }
+}
+
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {

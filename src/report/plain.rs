@@ -37,8 +37,8 @@ impl<W: Write> Reporter for PlainReporter<W> {
             EventKind::Log { node, stream: Stream::Stderr, line } => format!("{time} [{node}] ! {line}"),
             EventKind::Log { node, line, .. } => format!("{time} [{node}] {line}"),
             EventKind::Progress { node, done, total, unit, message } => match total {
-                Some(t) => format!("{time} [{node}] {message} {done}/{t} {unit}"),
-                None => format!("{time} [{node}] {message} {done} {unit}"),
+                Some(t) => format!("{time} [{node}] {message} {}", super::amount(*done, Some(*t), unit)),
+                None => format!("{time} [{node}] {message} {}", super::amount(*done, None, unit)),
             },
             EventKind::NodeRetrying { node, attempt, delay_ms, reason } => {
                 format!("{time} [{node}] attempt {} failed: {reason}; attempt {attempt} in {delay_ms}ms", attempt - 1)

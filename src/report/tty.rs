@@ -106,8 +106,7 @@ impl Reporter for TtyReporter {
             }
             EventKind::Progress { node, done, total, unit, message } => {
                 if let Some(bar) = self.bars.get(node) {
-                    let t = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    bar.set_message(format!("{message} {done}{t} {unit}"));
+                    bar.set_message(format!("{message} {}", super::amount(*done, *total, unit)));
                 }
             }
             EventKind::NodeRetrying { node, attempt, reason, .. } => {

@@ -213,7 +213,8 @@ pub fn target(spec: &DeploySpec, pipeline: &str, step: &str, endpoint: Option<&s
     }
 }
 
-/// Before the first stack of a run: every Deploy's role can be assumed and acts in its account. Fields are
+/// Before the first stack of a run: every Deploy's role (and every Publish's of files declared in the pipeline)
+/// can be assumed and acts in its account. Fields are
 /// resolved against the environment; a Deploy whose target depends on step outputs is checked when it runs.
 pub async fn preflight(
     steps: &[Step],
@@ -224,6 +225,12 @@ pub async fn preflight(
 ) -> Vec<String> {
     let mut targets = Vec::new();
     for step in steps {
+        if let StepKind::Publish(spec) = &step.kind {
+            if let Some(t) = crate::publish::preflight_target(spec, pipeline, &step.id, endpoint, env) {
+                targets.push((step.id.clone(), t));
+            }
+            continue;
+        }
         let StepKind::Deploy(spec) = &step.kind else { continue };
         let mut missing = Vec::new();
         let mut resolve = |s: &str| subst::render(s, &EnvOnly(env), &mut missing);

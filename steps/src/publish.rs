@@ -208,6 +208,51 @@ impl HashCache {
     }
 }
 
+/// The session a Publish of pipeline-declared files acts with, for the preflight (`None` when its destination
+/// needs step outputs, or for an assembly, whose roles are only known from its manifests).
+pub fn preflight_target(
+    spec: &PublishSpec,
+    pipeline: &str,
+    step: &str,
+    endpoint: Option<&str>,
+    env: &std::collections::HashMap<String, String>,
+) -> Option<Target> {
+    let PublishAssets::Files { destination, .. } = &spec.assets else { return None };
+    let value = serde_json::to_value(destination).ok()?;
+    let mut value = value;
+    let mut missing = Vec::new();
+    let lookup = EnvLookup(env);
+    engine::subst::for_each_string(&mut value, &mut |s| {
+        if s.contains("${") {
+            *s = engine::subst::render(s, &lookup, &mut missing);
+        }
+    });
+    let endpoint = endpoint.map(|e| engine::subst::render(e, &lookup, &mut missing));
+    if !missing.is_empty() {
+        return None;
+    }
+    let d: Destination = serde_json::from_value(value).ok()?;
+    Some(Target {
+        account: d.account.clone(),
+        region: d.region.clone(),
+        role: role_of(&d),
+        external_id: d.external_id.clone(),
+        session_name: session_name(pipeline, step),
+        endpoint,
+    })
+}
+
+struct EnvLookup<'a>(&'a std::collections::HashMap<String, String>);
+
+impl engine::subst::Lookup for EnvLookup<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn output(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
 /// `<ID>_KEY`-style output name of an asset id.
 pub fn output_name(id: &str, suffix: &str) -> String {
     let id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
@@ -395,6 +440,7 @@ impl PublishStep {
             assets: AtomicU64::new(0),
             count: jobs.len() as u64,
             events: ctx.events.clone(),
+            last: std::sync::Mutex::new(None),
         });
         let hashes = Arc::new(HashCache::load(&ctx.state_dir));
         let listings = self.list_existing(ctx, &jobs).await;
@@ -626,11 +672,20 @@ struct Progress {
     assets: AtomicU64,
     count: u64,
     events: EventSink,
+    /// When progress was last sent: at most every 200 ms, and at the end.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Progress {
     fn report(&self) {
         let (done, assets) = (self.bytes.load(Ordering::Relaxed), self.assets.load(Ordering::Relaxed));
+        if assets < self.count {
+            let Ok(mut last) = self.last.lock() else { return };
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(200)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         self.events.try_progress(done, Some(self.total), "bytes", format!("{assets}/{} assets", self.count));
     }
 
