@@ -519,15 +519,10 @@ fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -
     let preflight = runtime.block_on(async {
         let deploys = steps_to_check
             .iter()
-            .filter(|s| {
-                matches!(
-                    &s.kind,
-                    StepKind::Deploy(_)
-                        | StepKind::Publish(engine::model::PublishSpec {
-                            assets: engine::model::PublishAssets::Files { .. },
-                            ..
-                        })
-                )
+            .filter(|s| match &s.kind {
+                StepKind::Deploy(_) => true,
+                StepKind::Publish(p) => matches!(p.assets, engine::model::PublishAssets::Files { .. }),
+                _ => false,
             })
             .count();
         if deploys == 0 {

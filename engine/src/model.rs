@@ -73,7 +73,7 @@ pub enum RunOn {
     #[default]
     Local,
     /// Start a build of this CodeBuild project that runs `runner step <pipeline> <step>`.
-    CodeBuild(CodeBuildTarget),
+    CodeBuild(Box<CodeBuildTarget>),
 }
 
 /// A CodeBuild project a step is dispatched to.
@@ -104,10 +104,10 @@ pub struct CodeBuildTarget {
 pub enum StepKind {
     Source(SourceSpec),
     Shell(ShellSpec),
-    Deploy(DeploySpec),
+    Deploy(Box<DeploySpec>),
     Approval(ApprovalSpec),
     SelfUpdate(SelfUpdateSpec),
-    Publish(PublishSpec),
+    Publish(Box<PublishSpec>),
 }
 
 impl StepKind {

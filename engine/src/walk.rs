@@ -124,6 +124,9 @@ struct Node {
     fingerprint: Option<String>,
 }
 
+/// Every node starts with no outputs: one shared empty map, not one allocation per node.
+static NO_OUTPUTS: std::sync::LazyLock<Arc<Outputs>> = std::sync::LazyLock::new(Arc::default);
+
 type Finished = (usize, Result<NodeSuccess, StepError>);
 
 /// Walk the plan to the end. `signals` carries Ctrl-C (Interrupt, then Kill); events go to `events`.
@@ -259,7 +262,7 @@ impl<'p> Walker<'p> {
                 pending: 0,
                 status: None,
                 error: None,
-                outputs: Arc::default(),
+                outputs: Arc::clone(&NO_OUTPUTS),
                 workspace: None,
                 started: None,
                 duration: Duration::ZERO,
@@ -568,7 +571,7 @@ impl<'p> Walker<'p> {
                 pending,
                 status: None,
                 error: None,
-                outputs: Arc::default(),
+                outputs: Arc::clone(&NO_OUTPUTS),
                 workspace: None,
                 started: None,
                 duration: Duration::ZERO,

@@ -89,7 +89,7 @@ impl Catalog for StepCatalog {
     fn runner(&self, step: &Step) -> Result<Box<dyn StepRunner>, StepError> {
         if let (engine::model::RunOn::CodeBuild(target), false) = (&step.run_on, self.local_only) {
             return Ok(Box::new(codebuild::CodeBuildDispatch {
-                target: target.clone(),
+                target: (**target).clone(),
                 step: step.clone(),
                 pipeline_file: self.pipeline_file.clone(),
                 endpoint: self.aws_endpoint.clone(),
@@ -106,7 +106,7 @@ impl Catalog for StepCatalog {
             }),
             StepKind::Shell(spec) => Box::new(shell::ShellStep { spec: spec.clone() }),
             StepKind::Deploy(spec) => Box::new(deploy::DeployStep {
-                spec: spec.clone(),
+                spec: (**spec).clone(),
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
             }),
@@ -119,7 +119,7 @@ impl Catalog for StepCatalog {
                 catalog: StepCatalog::default(),
             }),
             StepKind::Publish(spec) => Box::new(publish::PublishStep {
-                spec: spec.clone(),
+                spec: (**spec).clone(),
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
             }),
