@@ -4,37 +4,13 @@
 mod common;
 mod emulator;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use common::{repo_root, Output, Test};
+use common::{repo_root, Test};
 use emulator::Moto;
 
 const DEV: &str = "111111111111";
 
 fn fixture() -> std::path::PathBuf {
     repo_root().join("fixtures/cdk-app/cdk.out")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn statuses(out: &Output) -> BTreeMap<String, String> {
-    out.json_lines()
-        .into_iter()
-        .filter(|e| e["event"] == "node_finished")
-        .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
-        .collect()
 }
 
 /// What `cdk bootstrap` leaves that a deployment needs here: the assets bucket and the version parameter.
@@ -106,10 +82,10 @@ fn publish_and_deploy_of_the_dev_stage_put_its_assets_and_stacks_into_the_dev_ac
     let moto = Moto::start();
     bootstrap_by_hand(&moto, DEV);
     let test = moto.env(Test::new()).pipeline(PIPELINE).args(&["run", "pipeline.ron", "--output", "json"]);
-    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(0);
-    let s = statuses(&out);
+    let s = out.statuses();
     for stack in ["Dev-VpcStack", "Dev-S3Stack", "Dev-DynamoDbStack"] {
         assert_eq!(s.get(&format!("deploy-dev/{stack}")).map(String::as_str), Some("succeeded"), "{}", out.dump());
     }
@@ -152,7 +128,7 @@ fn publish_and_deploy_of_the_dev_stage_put_its_assets_and_stacks_into_the_dev_ac
     // Again: nothing to publish, nothing to deploy.
     let again = test.run();
     again.assert_code(0);
-    for (node, status) in statuses(&again) {
+    for (node, status) in again.statuses() {
         // Publish: HeadObject found every object. Deploy: the stack already runs this template (GetTemplate,
         // `up_to_date`, no change set) or its change set was empty (`unchanged`).
         let nothing_done = if node.starts_with("deploy-dev/") {
@@ -200,7 +176,7 @@ fn without_cdk_out_at_plan_time_the_stage_expands_at_run_time_after_the_synth() 
         "publish-dev/AuditWriterFunction-Code",
     ] {
         assert!(added.iter().any(|a| a == node), "{node} spliced in: {added:?}");
-        assert_eq!(statuses(&out)[node], "succeeded", "{}", out.dump());
+        assert_eq!(out.statuses()[node], "succeeded", "{}", out.dump());
     }
     let state = state_of_dev(&moto);
     assert_eq!(state["stacks"].as_object().unwrap().len(), 3, "{state}");
@@ -209,7 +185,7 @@ fn without_cdk_out_at_plan_time_the_stage_expands_at_run_time_after_the_synth() 
 #[test]
 fn plan_shows_the_stacks_and_assets_of_an_existing_assembly() {
     let test = Test::new().pipeline(PIPELINE).args(&["plan", "pipeline.ron"]);
-    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(0);
     for node in [
@@ -222,7 +198,7 @@ fn plan_shows_the_stacks_and_assets_of_an_existing_assembly() {
         out.assert_stdout_contains(node);
     }
     let graph = Test::new().pipeline(PIPELINE).args(&["graph", "pipeline.ron", "--format", "mermaid"]);
-    copy_dir(&fixture(), &graph.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &graph.path().join("cdk.out"));
     graph.run().assert_code(0).assert_stdout_contains("Dev-S3Stack");
 }
 
@@ -238,7 +214,7 @@ fn a_deploy_before_the_templates_are_published_says_to_publish_first() {
 ])"#,
         )
         .args(&["run", "pipeline.ron", "--output", "json"]);
-    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(1);
     out.assert_output_contains(
@@ -251,7 +227,7 @@ fn an_account_without_the_bootstrap_version_parameter_is_told_to_bootstrap() {
     let moto = Moto::start();
     moto.boto(Some(DEV), r#"client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-111111111111-us-east-1")"#);
     let test = moto.env(Test::new()).pipeline(PIPELINE).args(&["run", "pipeline.ron", "--output", "json"]);
-    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(1);
     out.assert_output_contains("account 111111111111 is not bootstrapped in us-east-1: SSM parameter /cdk-bootstrap/hnb659fds/version does not exist");
@@ -262,7 +238,7 @@ fn an_account_without_the_bootstrap_version_parameter_is_told_to_bootstrap() {
 fn a_stage_that_is_not_in_the_assembly_is_a_plan_error_naming_the_stages() {
     let test =
         Test::new().pipeline(&PIPELINE.replace("stage: \"Dev\"", "stage: \"Staging\"")).args(&["plan", "pipeline.ron"]);
-    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(2);
     out.assert_stderr_contains("has no stage `Staging`: its stages are Dev, Prod, Test");
@@ -273,7 +249,7 @@ fn a_deploy_for_another_account_than_the_stage_is_refused() {
     let test = Test::new()
         .pipeline(&PIPELINE.replace("account: \"111111111111\"", "account: \"222222222222\""))
         .args(&["plan", "pipeline.ron"]);
-    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(2);
     out.assert_stderr_contains(
@@ -286,7 +262,7 @@ fn plan_diff_previews_the_stacks_of_an_assembly_stage_and_leaves_nothing_behind(
     let moto = Moto::start();
     bootstrap_by_hand(&moto, DEV);
     let test = moto.env(Test::new()).pipeline(PIPELINE).args(&["plan", "pipeline.ron", "--diff"]);
-    copy_dir(&fixture(), &test.path().join("cdk.out"));
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(0);
     out.assert_stdout_contains("deploy-dev/Dev-VpcStack (aws://111111111111/us-east-1): new stack, 9 resources to add");

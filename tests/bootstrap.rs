@@ -4,36 +4,12 @@
 mod common;
 mod emulator;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use common::{repo_root, Output, Test};
 use emulator::Moto;
 
 /// The account the emulator's default credentials act in: the deployment account.
 const DEPLOYMENT: &str = "123456789012";
 const ACCOUNTS: [(&str, &str); 3] = [("Dev", "111111111111"), ("Test", "222222222222"), ("Prod", "333333333333")];
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn statuses(out: &Output) -> BTreeMap<String, String> {
-    out.json_lines()
-        .into_iter()
-        .filter(|e| e["event"] == "node_finished")
-        .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
-        .collect()
-}
 
 fn bootstrap(moto: &Moto, account: &str) -> Output {
     let role = format!("arn:aws:iam::{account}:role/OrganizationAccountAccessRole");
@@ -57,7 +33,7 @@ fn bootstrap_prepares_three_accounts_and_the_cdk_fixture_then_deploys_into_each(
     for (_, account) in ACCOUNTS {
         let out = bootstrap(&moto, account);
         out.assert_code(0);
-        assert_eq!(statuses(&out)[&format!("bootstrap-{account}-us-east-1/CDKToolkit")], "succeeded", "{}", out.dump());
+        assert_eq!(out.statuses()[&format!("bootstrap-{account}-us-east-1/CDKToolkit")], "succeeded", "{}", out.dump());
         let state = moto.boto(
             Some(account),
             &format!(
@@ -91,7 +67,7 @@ result["stack"] = client("cloudformation").describe_stacks(StackName="CDKToolkit
     // Once more: nothing to change.
     let again = bootstrap(&moto, ACCOUNTS[0].1);
     again.assert_code(0);
-    assert_eq!(statuses(&again)["bootstrap-111111111111-us-east-1/CDKToolkit"], "unchanged", "{}", again.dump());
+    assert_eq!(again.statuses()["bootstrap-111111111111-us-east-1/CDKToolkit"], "unchanged", "{}", again.dump());
 
     // The fixture, synthesized with CDK's defaults, publishes and deploys into the bootstrapped accounts as is.
     let mut steps = String::new();
@@ -110,11 +86,11 @@ result["stack"] = client("cloudformation").describe_stacks(StackName="CDKToolkit
         "--output",
         "json",
     ]);
-    copy_dir(&repo_root().join("fixtures/cdk-app/cdk.out"), &test.path().join("cdk.out"));
+    common::copy_dir(&repo_root().join("fixtures/cdk-app/cdk.out"), &test.path().join("cdk.out"));
     let out = test.run();
     out.assert_code(0);
     for (stage, account) in ACCOUNTS {
-        let s = statuses(&out);
+        let s = out.statuses();
         for stack in ["VpcStack", "S3Stack", "DynamoDbStack"] {
             let node = format!("deploy-{}/{stage}-{stack}", stage.to_lowercase());
             assert_eq!(s.get(&node).map(String::as_str), Some("succeeded"), "{node}:\n{}", out.dump());

@@ -112,23 +112,10 @@ fn run_buildspec(spec: &Buildspec, src: &Path, env: &[(&str, String)], remove: &
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// What CodeBuild checks out: this repository's pipelines and buildspec, committed; `CODEBUILD_SRC_DIR`.
 fn codebuild_source() -> GitRepo {
     let src = GitRepo::new();
-    copy_dir(&repo_root().join("pipelines"), &src.path().join("pipelines"));
+    common::copy_dir(&repo_root().join("pipelines"), &src.path().join("pipelines"));
     std::fs::copy(repo_root().join("buildspec.yml"), src.path().join("buildspec.yml")).unwrap();
     src.git(&["add", "-A"]);
     src.git(&["commit", "-q", "-m", "infrastructure as CodeBuild sees it"]);

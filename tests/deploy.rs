@@ -4,7 +4,6 @@
 mod common;
 mod emulator;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,21 +15,8 @@ const PROD: &str = "333333333333";
 /// A working copy of the infrastructure repository: the shipped `pipelines/` tree (templates included).
 fn working_copy() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("runner-infra-").tempdir().unwrap();
-    copy_dir(&repo_root().join("pipelines"), &dir.path().join("pipelines"));
+    common::copy_dir(&repo_root().join("pipelines"), &dir.path().join("pipelines"));
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// `runner run pipelines/<env>.ron --source-dir <copy> --output json` against the emulator.
@@ -44,15 +30,6 @@ fn run_pipeline_with(moto: &Moto, env: &str, copy: &Path, extra: &[&str]) -> Out
         .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.to_str().unwrap(), "--output", "json"])
         .args(extra)
         .run()
-}
-
-/// Final status of each node, from the JSON events.
-fn statuses(out: &Output) -> BTreeMap<String, String> {
-    out.json_lines()
-        .into_iter()
-        .filter(|e| e["event"] == "node_finished")
-        .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
-        .collect()
 }
 
 fn outputs_of(out: &Output, node: &str) -> serde_json::Value {
@@ -69,7 +46,7 @@ fn prod_pipeline_deploys_the_data_lake_into_the_prod_account() {
     let copy = working_copy();
     let out = run_pipeline(&moto, "prod", copy.path());
     out.assert_code(0);
-    let s = statuses(&out);
+    let s = out.statuses();
     for node in [
         "source",
         "synth",
@@ -147,7 +124,7 @@ fn a_second_run_with_nothing_changed_skips_every_stack_without_a_change_set() {
     // The deployed template and parameters match: up to date, no change set round trip.
     let out = run_pipeline(&moto, "prod", copy.path());
     out.assert_code(0);
-    let s = statuses(&out);
+    let s = out.statuses();
     for stack in ["DataLakeVpc", "DataLakeS3", "DataLakeDynamoDb"] {
         assert_eq!(s[&format!("deploy-prod/{stack}")], "up_to_date", "{}", out.dump());
     }
@@ -157,7 +134,7 @@ fn a_second_run_with_nothing_changed_skips_every_stack_without_a_change_set() {
     // Forced, the stacks go through change sets, which come back empty: unchanged.
     let out = run_pipeline_with(&moto, "prod", copy.path(), &["--force"]);
     out.assert_code(0);
-    let s = statuses(&out);
+    let s = out.statuses();
     for stack in ["DataLakeVpc", "DataLakeS3", "DataLakeDynamoDb"] {
         assert_eq!(s[&format!("deploy-prod/{stack}")], "unchanged", "{}", out.dump());
     }
@@ -190,7 +167,7 @@ fn a_changed_template_updates_only_its_stack() {
 
     let out = run_pipeline(&moto, "prod", copy.path());
     out.assert_code(0);
-    let s = statuses(&out);
+    let s = out.statuses();
     assert_eq!(s["deploy-prod/DataLakeS3"], "succeeded", "{}", out.dump());
     assert_eq!(s["deploy-prod/DataLakeVpc"], "up_to_date");
     assert_eq!(s["deploy-prod/DataLakeDynamoDb"], "up_to_date");
@@ -217,7 +194,7 @@ fn a_stack_the_emulator_rejects_fails_and_skips_only_what_depends_on_it() {
 
     let out = run_pipeline(&moto, "prod", copy.path());
     out.assert_code(1);
-    let s = statuses(&out);
+    let s = out.statuses();
     assert_eq!(s["deploy-prod/DataLakeVpc"], "failed");
     assert_eq!(s["deploy-prod/DataLakeS3"], "skipped");
     assert_eq!(s["smoke-test"], "skipped");

@@ -50,13 +50,6 @@ fn with_access() -> ScriptedAws {
     aws
 }
 
-fn finished(out: &Output, node: &str) -> serde_json::Value {
-    out.json_lines()
-        .into_iter()
-        .find(|e| e["event"] == "node_finished" && e["node"] == node)
-        .unwrap_or_else(|| panic!("no node_finished for {node}:\n{}", out.dump()))
-}
-
 /// https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html#API_AssumeRole_Errors and
 /// https://docs.aws.amazon.com/STS/latest/APIReference/CommonErrors.html: AccessDenied (HTTP 403) when the role's
 /// trust policy does not let the caller in.
@@ -153,13 +146,13 @@ fn a_create_that_rolls_back_quotes_the_failing_resource_and_the_rollback() {
     );
     let out = run(&aws, "ChangeSet", 0);
     out.assert_code(1);
-    let node = finished(&out, "deploy/Data");
+    let node = out.finished("deploy/Data");
     assert_eq!(node["status"], "failed");
     let error = node["error"].as_str().unwrap();
     assert!(error.contains("ROLLBACK_COMPLETE"), "{error}");
     assert!(error.contains("Bucket: data already exists in stack"), "{error}");
     assert!(error.contains("rolled back"), "{error}");
-    assert_eq!(finished(&out, "after")["status"], "skipped");
+    assert_eq!(out.finished("after")["status"], "skipped");
     out.assert_stdout_contains("Bucket CREATE_FAILED data already exists");
 }
 
@@ -182,7 +175,7 @@ fn a_stack_left_in_rollback_complete_is_deleted_and_created_again() {
     out.assert_code(0);
     let actions: Vec<String> = aws.actions().into_iter().filter(|a| a == "DeleteStack" || a == "CreateStack").collect();
     assert_eq!(actions, vec!["DeleteStack", "CreateStack"]);
-    assert_eq!(finished(&out, "after")["outputs"]["BUCKET"], "data-Data", "outputs flowed");
+    assert_eq!(out.finished("after")["outputs"]["BUCKET"], "data-Data", "outputs flowed");
 }
 
 /// https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-changesets-create.html:
@@ -200,7 +193,7 @@ fn a_stack_left_in_review_in_progress_is_deleted_and_created() {
     let out = run(&aws, "ChangeSet", 0);
     out.assert_code(0);
     assert!(aws.actions().contains(&"DeleteStack".to_string()));
-    assert_eq!(finished(&out, "deploy/Data")["status"], "succeeded");
+    assert_eq!(out.finished("deploy/Data")["status"], "succeeded");
 }
 
 /// https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_UpdateStack.html: an update with nothing
@@ -213,7 +206,7 @@ fn update_stack_no_updates_to_be_performed_means_unchanged() {
         .script("UpdateStack", vec![error(400, "Sender", "ValidationError", "No updates are to be performed.")]);
     let out = run(&aws, "Direct", 0);
     out.assert_code(0);
-    assert_eq!(finished(&out, "deploy/Data")["status"], "unchanged");
+    assert_eq!(out.finished("deploy/Data")["status"], "unchanged");
     assert!(!aws.actions().contains(&"CreateChangeSet".to_string()));
 }
 
@@ -229,7 +222,7 @@ fn an_empty_change_set_is_deleted_and_the_stack_unchanged() {
         .script("DeleteChangeSet", vec![done("DeleteChangeSet", "")]);
     let out = run(&aws, "ChangeSet", 0);
     out.assert_code(0);
-    assert_eq!(finished(&out, "deploy/Data")["status"], "unchanged");
+    assert_eq!(out.finished("deploy/Data")["status"], "unchanged");
     let actions = aws.actions();
     assert!(actions.contains(&"DeleteChangeSet".to_string()));
     assert!(!actions.contains(&"ExecuteChangeSet".to_string()), "{actions:?}");
@@ -330,7 +323,7 @@ fn a_failed_execute_is_retried_with_a_fresh_change_set() {
     assert_eq!(aws.actions().iter().filter(|a| *a == "ExecuteChangeSet").count(), 2);
     let retry = out.json_lines().into_iter().find(|e| e["event"] == "node_retrying").expect("a retry event");
     assert!(retry["reason"].as_str().unwrap().contains("Throughput exceeds the current quota"), "{retry}");
-    assert_eq!(finished(&out, "deploy/Data")["status"], "succeeded");
+    assert_eq!(out.finished("deploy/Data")["status"], "succeeded");
 }
 
 /// API_GetTemplate.html: the template as submitted. When it, the parameters and the tags match what is to be
@@ -342,8 +335,8 @@ fn a_stack_already_running_the_template_is_up_to_date_without_a_change_set() {
         .script("GetTemplate", vec![template(TEMPLATE)]);
     let out = run(&aws, "ChangeSet", 0);
     out.assert_code(0);
-    assert_eq!(finished(&out, "deploy/Data")["status"], "up_to_date");
-    assert_eq!(finished(&out, "after")["outputs"]["BUCKET"], "data-Data", "outputs still flow");
+    assert_eq!(out.finished("deploy/Data")["status"], "up_to_date");
+    assert_eq!(out.finished("after")["outputs"]["BUCKET"], "data-Data", "outputs still flow");
     let actions = aws.actions();
     assert!(!actions.iter().any(|a| a.contains("ChangeSet") || a == "UpdateStack"), "{actions:?}");
 }

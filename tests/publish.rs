@@ -4,28 +4,11 @@
 mod common;
 mod emulator;
 
-use std::collections::BTreeMap;
-
-use common::{Output, Test};
+use common::Test;
 use emulator::Moto;
 
 const DEV: &str = "111111111111";
 const BUCKET: &str = "cdk-hnb659fds-assets-111111111111-us-east-1";
-
-fn statuses(out: &Output) -> BTreeMap<String, String> {
-    out.json_lines()
-        .into_iter()
-        .filter(|e| e["event"] == "node_finished")
-        .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
-        .collect()
-}
-
-fn finished(out: &Output, node: &str) -> serde_json::Value {
-    out.json_lines()
-        .into_iter()
-        .find(|e| e["event"] == "node_finished" && e["node"] == node)
-        .unwrap_or_else(|| panic!("no node_finished for {node}:\n{}", out.dump()))
-}
 
 /// The assets bucket of the Dev account, encrypted with a KMS key by default (like CDK's bootstrap bucket).
 fn kms_bucket(moto: &Moto) -> String {
@@ -75,8 +58,8 @@ fn publish_uploads_files_and_zipped_directories_under_the_sha256_of_their_bytes(
     big_file(&test, 20);
     let out = test.run();
     out.assert_code(0);
-    assert_eq!(statuses(&out)["publish"], "succeeded", "{}", out.dump());
-    let outputs = finished(&out, "publish")["outputs"].clone();
+    assert_eq!(out.statuses()["publish"], "succeeded", "{}", out.dump());
+    let outputs = out.finished("publish")["outputs"].clone();
     let site_key = outputs["SITE_KEY"].as_str().unwrap().to_string();
     assert!(site_key.ends_with(".zip"), "{outputs}");
     assert_eq!(outputs["BIG_URL"], format!("s3://{BUCKET}/{}", outputs["BIG_KEY"].as_str().unwrap()));
@@ -147,8 +130,8 @@ result["objects"] = sorted((o["Key"], str(o["LastModified"]), o["ETag"]) for o i
     std::fs::write(test.path().join("site/index.html"), "<h1>hello</h1>\n").unwrap();
     let second = test.run();
     second.assert_code(0);
-    assert_eq!(statuses(&second)["publish"], "unchanged", "{}", second.dump());
-    assert_eq!(finished(&first, "publish")["outputs"], finished(&second, "publish")["outputs"]);
+    assert_eq!(second.statuses()["publish"], "unchanged", "{}", second.dump());
+    assert_eq!(first.finished("publish")["outputs"], second.finished("publish")["outputs"]);
     let already = second.combined().matches("is already published at s3://").count();
     assert_eq!(already, 3, "{}", second.dump());
     assert_eq!(before, moto.boto(Some(DEV), &listing), "nothing was written again");
@@ -166,7 +149,7 @@ fn a_missing_source_path_fails_naming_the_asset_and_uploads_nothing() {
         .args(&["run", "pipeline.ron", "--output", "json"])
         .run();
     out.assert_code(1);
-    let error = finished(&out, "publish")["error"].as_str().unwrap().to_string();
+    let error = out.finished("publish")["error"].as_str().unwrap().to_string();
     assert!(error.contains("cannot publish asset `big`") && error.contains("big.bin"), "{error}");
     let state = moto.boto(
         Some(DEV),
@@ -192,7 +175,7 @@ fn a_bucket_that_does_not_exist_is_named_with_the_asset_and_account() {
         .args(&["run", "pipeline.ron", "--output", "json"])
         .run();
     out.assert_code(1);
-    let error = finished(&out, "publish")["error"].as_str().unwrap().to_string();
+    let error = out.finished("publish")["error"].as_str().unwrap().to_string();
     assert!(error.contains("asset `notes` to s3://no-such-bucket/"), "{error}");
     assert!(error.contains("account 111111111111 as arn:aws:iam::111111111111:role/cdk-hnb659fds-file-publishing-role-111111111111-us-east-1"), "{error}");
     assert!(error.contains("NoSuchBucket"), "AWS's reason is quoted: {error}");
@@ -264,7 +247,7 @@ fn a_docker_image_asset_without_docker_fails_naming_the_asset() {
     plan.run().assert_code(0).assert_stdout_contains("publish/Api-Image");
     let out = test.run();
     out.assert_code(1);
-    let error = finished(&out, "publish/Api-Image")["error"].as_str().unwrap().to_string();
+    let error = out.finished("publish/Api-Image")["error"].as_str().unwrap().to_string();
     assert!(
         error.contains("cannot publish docker image asset `Api/Image`")
             && error.contains("docker CLI is not installed"),
@@ -334,7 +317,7 @@ fn many_assets_to_one_bucket_are_checked_with_a_listing_and_a_second_publish_upl
     assert_eq!(first.combined().matches("uploaded f").count(), 20);
     let second = test.run();
     second.assert_code(0);
-    assert_eq!(statuses(&second)["publish"], "unchanged", "{}", second.dump());
+    assert_eq!(second.statuses()["publish"], "unchanged", "{}", second.dump());
     assert!(second.combined().contains(&format!("listed s3://{BUCKET}/many/: 20 objects there")));
     assert_eq!(second.combined().matches("is already published at").count(), 20);
     let state = moto.boto(

@@ -338,6 +338,23 @@ impl Output {
     }
 
     /// Every non-empty stdout line parsed as JSON; fails the test on a line that is not.
+    /// Final status of each node, from `--output json` events.
+    pub fn statuses(&self) -> std::collections::BTreeMap<String, String> {
+        self.json_lines()
+            .into_iter()
+            .filter(|e| e["event"] == "node_finished")
+            .map(|e| (e["node"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// The `node_finished` event of `node`, from `--output json` events.
+    pub fn finished(&self, node: &str) -> serde_json::Value {
+        self.json_lines()
+            .into_iter()
+            .find(|e| e["event"] == "node_finished" && e["node"] == node)
+            .unwrap_or_else(|| panic!("no node_finished for {node}:\n{}", self.dump()))
+    }
+
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.stdout
             .lines()
@@ -856,4 +873,18 @@ pub fn parse_junit(xml: &str) -> Junit {
     }
     assert_eq!(suites, 1, "expected one <testsuite> in the JUnit report\n{xml}");
     report
+}
+
+/// Copy a directory tree (a working copy of the repository's `pipelines/`, an assembly).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
