@@ -409,6 +409,8 @@ impl<'p> Walker<'p> {
         self.emit(EventKind::NodeStarted { node: id, attempt: 1 }).await;
         tracing::debug!(node = %self.nodes[i].id, "node started");
         let run_stop = self.stop.subscribe();
+        // The context goes boxed: a smaller task is cheaper to allocate and move for every node.
+        let ctx = Box::new(ctx);
         tasks.spawn(async move { (i, attempts(runner, ctx, settings, run_stop).await) });
         Ok(None)
     }
@@ -653,7 +655,7 @@ pub fn node_file_stem(id: &str) -> PathBuf {
 /// Run a node's attempts: timeout per attempt, retries with doubling backoff, stop signals honoured.
 async fn attempts(
     runner: Box<dyn StepRunner>,
-    mut ctx: NodeContext,
+    mut ctx: Box<NodeContext>,
     settings: StepSettings,
     run_stop: watch::Receiver<Option<StopReason>>,
 ) -> Result<NodeSuccess, StepError> {
