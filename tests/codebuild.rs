@@ -75,18 +75,7 @@ client("codebuild").create_project(name="builder", source={"type": "S3", "locati
 }
 
 fn double_run(aws: &aws_double::ScriptedAws) -> common::Output {
-    Test::new()
-        .pipeline(PIPELINE)
-        .env("AWS_ENDPOINT_URL", &aws.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .args(&["run", "pipeline.ron"])
-        .run()
+    aws.env(Test::new()).pipeline(PIPELINE).args(&["run", "pipeline.ron"]).run()
 }
 
 fn build(status: &str, phase: &str, context: &str) -> serde_json::Value {

@@ -28,17 +28,9 @@ fn pipeline(method: &str, retries: u32) -> String {
 }
 
 fn run(aws: &ScriptedAws, method: &str, retries: u32) -> Output {
-    Test::new()
+    aws.env(Test::new())
         .write("data.yaml", TEMPLATE)
         .pipeline(&pipeline(method, retries))
-        .env("AWS_ENDPOINT_URL", &aws.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .args(&["run", "pipeline.ron", "--output", "json"])
         .run()
 }

@@ -17,7 +17,8 @@ fn with_access() -> ScriptedAws {
 }
 
 fn publish(aws: &ScriptedAws, mb: usize) -> Output {
-    let test = Test::new()
+    let test = aws
+        .env(Test::new())
         .pipeline(
             r#"Pipeline(name: "double", steps: [
     Step(id: "publish", kind: Publish(max_parallel: 1, assets: Files(
@@ -26,14 +27,6 @@ fn publish(aws: &ScriptedAws, mb: usize) -> Output {
     ))),
 ])"#,
         )
-        .env("AWS_ENDPOINT_URL", &aws.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .args(&["run", "pipeline.ron", "--output", "json"]);
     std::fs::write(test.path().join("big.bin"), vec![7u8; mb * 1024 * 1024]).unwrap();
     test.run()

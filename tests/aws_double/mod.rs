@@ -64,6 +64,19 @@ impl ScriptedAws {
         format!("http://localhost:{}", self.port)
     }
 
+    /// Point a test's runner at the double with example credentials (AWS's documentation keys), no retries, and
+    /// nothing read from the machine's AWS configuration.
+    pub fn env(&self, test: crate::common::Test) -> crate::common::Test {
+        test.env("AWS_ENDPOINT_URL", &self.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    }
+
     /// Answer `action` with these replies in order (the last repeats).
     pub fn script(&self, action: &str, replies: Vec<Reply>) -> &Self {
         self.state.lock().unwrap().script.insert(action.to_string(), replies.into());
