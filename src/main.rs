@@ -201,8 +201,7 @@ fn plan_of(loaded: engine::load::Loaded, sources: &SourceDirs) -> Result<(Plan, 
         eprintln!("{}", validate::render_all(&valid.loaded, &valid.warnings));
     }
     let base_dir = std::env::current_dir().map_err(|e| format!("error: cannot read the current directory: {e}\n"))?;
-    let plan = Plan::build(valid.clone(), catalog.as_ref(), &PlanContext { base_dir })
-        .map_err(|diags| validate::render_all(&valid.loaded, &diags))?;
+    let plan = Plan::build(valid, catalog.as_ref(), &PlanContext { base_dir }).map_err(|e| e.render())?;
     Ok((plan, catalog))
 }
 
@@ -387,12 +386,21 @@ fn plan_from_text(path: &Path, text: String, catalog: &StepCatalog) -> Result<(P
     let env = |name: &str| std::env::var(name).ok();
     let valid = validate::validate(loaded, catalog, &env).map_err(|invalid| invalid.render())?;
     let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
-    let plan = Plan::build(valid.clone(), catalog, &PlanContext { base_dir })
-        .map_err(|diags| validate::render_all(&valid.loaded, &diags))?;
+    let plan = Plan::build(valid, catalog, &PlanContext { base_dir }).map_err(|e| e.render())?;
     let mut next = catalog.clone();
-    next.self_update.current = Some(Arc::new(plan.pipeline.loaded.pipeline.clone()));
+    next.self_update.current = self_update_base(&plan);
     next.self_update.restarted = true;
     Ok((plan, Arc::new(next)))
+}
+
+/// The definition a SelfUpdate compares the new one with; only kept when the pipeline has a SelfUpdate (a copy
+/// of the whole model otherwise held for nothing).
+fn self_update_base(plan: &Plan) -> Option<Arc<engine::model::Pipeline>> {
+    let steps = &plan.pipeline.loaded.pipeline.steps;
+    steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::SelfUpdate(_)))
+        .then(|| Arc::new(plan.pipeline.loaded.pipeline.clone()))
 }
 
 /// `--source-dir [ID=]PATH` against the pipeline's Source steps.
@@ -429,15 +437,17 @@ fn source_dirs(loaded: &engine::load::Loaded, sources: &SourceDirs) -> Result<Ha
     Ok(dirs)
 }
 
-fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
+fn run(mut plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
     let env: HashMap<String, String> = std::env::vars().collect();
     check_env(&plan, &catalog, &env)?;
+    // Nothing points into the file from here on.
+    plan.pipeline.loaded.release_source();
     let jobs = jobs_for(&plan, args.jobs);
     let name = &plan.pipeline.loaded.pipeline.name;
     let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
     let state_dir = if state_dir.is_absolute() { state_dir.to_path_buf() } else { base_dir.join(state_dir) };
     for id in args.force_step.iter().chain(&args.approve) {
-        let known = plan.graph.node_weights().any(|n| &n.id == id)
+        let known = plan.graph.node_weights().any(|n| *n.id == **id)
             || plan.pipeline.loaded.pipeline.steps.iter().any(|s| &s.id == id);
         if !known {
             let ids = plan.pipeline.loaded.pipeline.steps.iter().map(|s| s.id.as_str());
@@ -475,7 +485,7 @@ fn run(plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Path) -
         pre_approved: args.approve.iter().cloned().collect(),
         pipeline_file: args.file.display().to_string(),
     };
-    catalog.self_update.current = Some(Arc::new(plan.pipeline.loaded.pipeline.clone()));
+    catalog.self_update.current = self_update_base(&plan);
     catalog.local_only = args.local_only;
     catalog.pipeline_file = args.file.display().to_string();
     let catalog = Arc::new(catalog);
@@ -625,8 +635,8 @@ fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) 
     let valid = &plan.pipeline;
     let mut missing: Vec<Diagnostic> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for (i, refs) in valid.env_refs.iter().enumerate() {
-        let step = &valid.loaded.pipeline.steps[i];
+    for (i, step) in valid.loaded.pipeline.steps.iter().enumerate() {
+        let refs = valid.env_refs_of(i);
         if matches!(step.kind, StepKind::Source(_)) && catalog.checkout_of(&step.id).is_some() {
             continue;
         }

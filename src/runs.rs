@@ -160,13 +160,13 @@ fn done(status: &str) -> bool {
 fn reuse(plan: &Plan, state: &RunState, changed: &[String]) -> HashMap<String, Reused> {
     let mut reused = HashMap::new();
     for n in petgraph::algo::toposort(&plan.graph, None).unwrap_or_default() {
-        let id = &plan.graph[n].id;
+        let id: &str = &plan.graph[n].id;
         let Some(old) = state.nodes.get(id) else { continue };
         let step = id.split('/').next().unwrap_or(id);
         let upstream_reused =
-            plan.graph.neighbors_directed(n, Direction::Incoming).all(|m| reused.contains_key(&plan.graph[m].id));
+            plan.graph.neighbors_directed(n, Direction::Incoming).all(|m| reused.contains_key(&*plan.graph[m].id));
         if done(&old.status) && !changed.iter().any(|c| c == step) && upstream_reused {
-            reused.insert(id.clone(), Reused { outputs: old.outputs.clone(), workspace: old.workspace.clone() });
+            reused.insert(id.to_string(), Reused { outputs: old.outputs.clone(), workspace: old.workspace.clone() });
         }
     }
     reused

@@ -224,20 +224,35 @@ impl PlanTimes {
     }
 }
 
+/// With `BENCH_PHASES` set, print the RSS and its peak so far after a planning phase (to stderr, for a child run
+/// by hand: `engine child layered 100000 16`).
+fn phase(name: &str) {
+    if std::env::var_os("BENCH_PHASES").is_some() {
+        eprintln!("{name}: RSS {} kB, peak {} kB", status_kb("VmRSS"), status_kb("VmHWM"));
+    }
+}
+
 /// Parse, validate and build, on the calling thread (the main thread, as in the CLI: a recursion per step would
 /// overflow its 8 MB stack at 100k steps, as validation's `tarjan_scc` once did).
 fn plan(text: String) -> (Plan, PlanTimes) {
     let catalog = BenchCatalog;
     let t = Instant::now();
+    phase("text");
     let loaded = engine::load::parse(Path::new("bench.ron"), text).unwrap_or_else(|e| panic!("{}", e.render()));
+    phase("parsed");
     let parse = t.elapsed();
     let t = Instant::now();
     let valid = engine::validate::validate(loaded, &catalog, &|_| None).unwrap_or_else(|e| panic!("{}", e.render()));
     let validate = t.elapsed();
+    phase("valid");
     let t = Instant::now();
-    let plan = Plan::build(valid, &catalog, &PlanContext { base_dir: std::env::temp_dir() })
+    let mut plan = Plan::build(valid, &catalog, &PlanContext { base_dir: std::env::temp_dir() })
         .unwrap_or_else(|e| panic!("{e:?}"));
     let build = t.elapsed();
+    phase("built");
+    // As `runner run` does before walking.
+    plan.pipeline.loaded.release_source();
+    phase("released");
     (plan, PlanTimes { parse, validate, build })
 }
 

@@ -2,6 +2,7 @@
 //! never drive the run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -68,11 +69,11 @@ pub enum Stream {
 /// A node as announced to reporters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeInfo {
-    pub id: String,
-    pub step: String,
-    pub kind: String,
-    pub needs: Vec<String>,
-    pub description: String,
+    pub id: Arc<str>,
+    pub step: Arc<str>,
+    pub kind: &'static str,
+    pub needs: Vec<Arc<str>>,
+    pub description: Arc<str>,
 }
 
 /// Everything that happens during a run.

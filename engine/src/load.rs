@@ -21,6 +21,13 @@ impl Loaded {
     pub fn source_map(&self) -> &SourceMap {
         self.source_map.get_or_init(|| SourceMap::index(&self.text))
     }
+
+    /// Drop the text and its index once no diagnostic will point into the file (before a run's walk): together
+    /// they are about as large as the model. A diagnostic made after this has no position.
+    pub fn release_source(&mut self) {
+        self.text = String::new();
+        self.source_map = std::sync::OnceLock::new();
+    }
 }
 
 /// Why a file could not be read as a pipeline.

@@ -5,6 +5,39 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Read a list with no spare capacity. serde's own `Vec` starts at four elements when the length is not known
+/// (RON never tells it), and a pipeline of 100k steps holds ~200k short lists: that is ~20 MB of nothing.
+fn compact_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct CompactList<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for CompactList<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if list.len() == list.capacity() {
+                    // Doubling from one, not from four.
+                    list.reserve_exact(list.len().max(1));
+                }
+                list.push(item);
+            }
+            list.shrink_to_fit();
+            Ok(list)
+        }
+    }
+
+    deserializer.deserialize_seq(CompactList(std::marker::PhantomData))
+}
+
 /// A whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename = "Pipeline")]
@@ -13,6 +46,7 @@ pub struct Pipeline {
     pub name: String,
     #[serde(default)]
     pub defaults: Defaults,
+    #[serde(deserialize_with = "compact_list")]
     pub steps: Vec<Step>,
 }
 
@@ -42,7 +76,7 @@ pub struct Defaults {
 #[serde(deny_unknown_fields, rename = "Step")]
 pub struct Step {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_list")]
     pub needs: Vec<String>,
     pub kind: StepKind,
     #[serde(default)]
@@ -60,7 +94,7 @@ pub struct Step {
     #[serde(default)]
     pub incremental: bool,
     /// Files, directories or globs (relative to the workspace) whose content is part of the step's fingerprint.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_list")]
     pub inputs: Vec<String>,
     /// Where the step runs: here (default), or in an AWS CodeBuild build when one machine is not enough.
     #[serde(default)]
@@ -102,7 +136,7 @@ pub struct CodeBuildTarget {
 /// What a step does. One variant per step kind; each kind is one module in the `steps` crate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StepKind {
-    Source(SourceSpec),
+    Source(Box<SourceSpec>),
     Shell(ShellSpec),
     Deploy(Box<DeploySpec>),
     Approval(ApprovalSpec),
@@ -187,11 +221,11 @@ pub enum GitReference {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShellSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_list")]
     pub commands: Vec<String>,
     #[serde(default)]
     pub program: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_list")]
     pub args: Vec<String>,
 }
 

@@ -2,6 +2,7 @@
 //! dry run shows is what runs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -10,18 +11,18 @@ use petgraph::Direction;
 use crate::diagnostic::Diagnostic;
 use crate::event::NodeInfo;
 use crate::step::{Catalog, Expansion, Part, PlanContext};
-use crate::validate::ValidPipeline;
+use crate::validate::{Invalid, ValidPipeline};
 
 /// One node of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanNode {
-    /// The step's id, or `<step>/<part>`.
-    pub id: String,
+    /// The step's id, or `<step>/<part>`. Shared with the walker and the events: one allocation per node.
+    pub id: Arc<str>,
     /// Index of the step in the pipeline.
     pub step: usize,
-    pub part: Option<String>,
+    pub part: Option<Arc<str>>,
     pub kind: &'static str,
-    pub description: String,
+    pub description: Arc<str>,
     /// Its parts are only known once its inputs exist; the walker splices them in.
     pub expands_at_run_time: bool,
 }
@@ -34,12 +35,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Expand every step and connect the nodes.
-    pub fn build(pipeline: ValidPipeline, catalog: &dyn Catalog, ctx: &PlanContext) -> Result<Plan, Vec<Diagnostic>> {
+    /// Expand every step and connect the nodes. A step that cannot be planned gives the file back with every
+    /// such error.
+    pub fn build(pipeline: ValidPipeline, catalog: &dyn Catalog, ctx: &PlanContext) -> Result<Plan, Invalid> {
         let steps = &pipeline.loaded.pipeline.steps;
         let mut graph = DiGraph::with_capacity(steps.len(), steps.len() * 2);
         let mut errors = Vec::new();
-        let mut nodes_of: Vec<Vec<NodeIndex>> = Vec::with_capacity(steps.len());
+        // A step's nodes are added one after the other: their indices are a range.
+        let mut nodes_of: Vec<std::ops::Range<u32>> = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
             let kind = step.kind.name();
             let expansion = catalog.expand(step, ctx).unwrap_or_else(|message| {
@@ -47,25 +50,24 @@ impl Plan {
                 errors.push(Diagnostic::error(format!("cannot plan `{}`: {message}", step.id), span));
                 Expansion::Single
             });
-            let mut mine = Vec::new();
+            let first = graph.node_count() as u32;
             match expansion {
                 Expansion::Single | Expansion::AtRunTime => {
                     let at_run_time = matches!(expansion, Expansion::AtRunTime);
-                    mine.push(graph.add_node(PlanNode {
-                        id: step.id.clone(),
+                    graph.add_node(PlanNode {
+                        id: Arc::from(step.id.as_str()),
                         step: i,
                         part: None,
                         kind,
-                        description: catalog.describe(step, None),
+                        description: Arc::from(catalog.describe(step, None)),
                         expands_at_run_time: at_run_time,
-                    }));
+                    });
                 }
                 Expansion::Parts(parts) => {
                     let by_name: HashMap<&str, NodeIndex> = parts
                         .iter()
                         .map(|p| {
                             let node = graph.add_node(part_node(&step.id, i, kind, p));
-                            mine.push(node);
                             (p.name.as_str(), node)
                         })
                         .collect();
@@ -87,15 +89,15 @@ impl Plan {
                     }
                 }
             }
-            nodes_of.push(mine);
+            nodes_of.push(first..graph.node_count() as u32);
         }
         let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         for (i, step) in steps.iter().enumerate() {
             for need in &step.needs {
                 let n = index[need.as_str()];
-                for &from in &nodes_of[n] {
-                    for &to in &nodes_of[i] {
-                        graph.add_edge(from, to, ());
+                for from in nodes_of[n].clone() {
+                    for to in nodes_of[i].clone() {
+                        graph.add_edge(NodeIndex::new(from as usize), NodeIndex::new(to as usize), ());
                     }
                 }
             }
@@ -108,7 +110,7 @@ impl Plan {
         if errors.is_empty() {
             Ok(Plan { pipeline, graph })
         } else {
-            Err(errors)
+            Err(Invalid { loaded: Box::new(pipeline.loaded), diagnostics: errors })
         }
     }
 
@@ -132,7 +134,7 @@ impl Plan {
     }
 
     /// Ids of the nodes a node needs, in plan order.
-    pub fn needs_of(&self, n: NodeIndex) -> Vec<String> {
+    pub fn needs_of(&self, n: NodeIndex) -> Vec<Arc<str>> {
         let mut needs: Vec<NodeIndex> = self.graph.neighbors_directed(n, Direction::Incoming).collect();
         needs.sort();
         needs.into_iter().map(|m| self.graph[m].id.clone()).collect()
@@ -145,10 +147,15 @@ impl Plan {
 
     pub fn info(&self, n: NodeIndex) -> NodeInfo {
         let node = &self.graph[n];
+        // A step's own node has the step's id: share it rather than copy it.
+        let step = match node.part {
+            None => node.id.clone(),
+            Some(_) => Arc::from(self.pipeline.loaded.pipeline.steps[node.step].id.as_str()),
+        };
         NodeInfo {
             id: node.id.clone(),
-            step: self.pipeline.loaded.pipeline.steps[node.step].id.clone(),
-            kind: node.kind.to_string(),
+            step,
+            kind: node.kind,
             needs: self.needs_of(n),
             description: node.description.clone(),
         }
@@ -158,11 +165,11 @@ impl Plan {
 /// The plan node of one part of an expanded step.
 pub fn part_node(step_id: &str, step: usize, kind: &'static str, part: &Part) -> PlanNode {
     PlanNode {
-        id: format!("{step_id}/{}", part.name),
+        id: Arc::from(format!("{step_id}/{}", part.name)),
         step,
-        part: Some(part.name.clone()),
+        part: Some(Arc::from(part.name.as_str())),
         kind,
-        description: part.description.clone(),
+        description: Arc::from(part.description.as_str()),
         expands_at_run_time: false,
     }
 }

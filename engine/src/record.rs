@@ -110,7 +110,7 @@ impl Recorder {
                 self.state.status = "running".into();
                 self.state.finished = None;
                 for n in nodes {
-                    if !self.state.nodes.contains_key(&n.id) {
+                    if !self.state.nodes.contains_key(&*n.id) {
                         self.add_node(&n.id);
                     }
                 }
@@ -118,7 +118,7 @@ impl Recorder {
             }
             EventKind::NodesAdded { nodes, .. } => {
                 for n in nodes {
-                    if !self.state.nodes.contains_key(&n.id) {
+                    if !self.state.nodes.contains_key(&*n.id) {
                         self.add_node(&n.id);
                     }
                 }

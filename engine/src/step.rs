@@ -154,7 +154,7 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    pub fn new(node: &str, tx: mpsc::Sender<Event>) -> Self {
+    pub fn new(node: impl Into<Arc<str>>, tx: mpsc::Sender<Event>) -> Self {
         EventSink { node: node.into(), tx }
     }
 

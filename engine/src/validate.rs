@@ -1,6 +1,6 @@
 //! Semantic checks of a parsed pipeline, all errors at once, sorted by position. No network, no file system.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use petgraph::graph::DiGraph;
@@ -16,20 +16,42 @@ use crate::subst::{self, Piece};
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// A pipeline that passed validation, with each step's settings resolved against the defaults.
+/// A pipeline that passed validation.
 #[derive(Debug, Clone)]
 pub struct ValidPipeline {
     pub loaded: Loaded,
-    pub settings: Vec<StepSettings>,
     pub warnings: Vec<Diagnostic>,
-    /// Every `${env:NAME}` per step, with where it is written.
+    /// Every `${env:NAME}` of the steps that hold any, with where it is written.
     pub env_refs: EnvRefs,
     /// Whether a step's fields hold any `${...}` (substitution can be skipped when not).
     pub has_refs: Vec<bool>,
 }
 
-/// Per step, each `${env:NAME}` it holds and where.
-pub type EnvRefs = Vec<Vec<(String, Option<Span>)>>;
+/// By step index, each `${env:NAME}` the step holds and where (steps with none are left out).
+pub type EnvRefs = BTreeMap<usize, Vec<(String, Option<Span>)>>;
+
+impl ValidPipeline {
+    /// Step `i`'s settings, defaults applied. Worked out when asked rather than kept for every step: its
+    /// durations were checked by validation.
+    pub fn settings(&self, i: usize) -> StepSettings {
+        let defaults = &self.loaded.pipeline.defaults;
+        let step = &self.loaded.pipeline.steps[i];
+        let duration = |text: &Option<String>| text.as_deref().and_then(|t| humantime::parse_duration(t.trim()).ok());
+        StepSettings {
+            timeout: duration(&step.timeout).or_else(|| duration(&defaults.timeout)),
+            retries: step.retries.or(defaults.retries).unwrap_or(0),
+            retry_backoff: duration(&step.retry_backoff)
+                .or_else(|| duration(&defaults.retry_backoff))
+                .unwrap_or(DEFAULT_BACKOFF),
+            working_dir: step.working_dir.clone().or_else(|| defaults.working_dir.clone()),
+        }
+    }
+
+    /// The `${env:NAME}` references of step `i`.
+    pub fn env_refs_of(&self, i: usize) -> &[(String, Option<Span>)] {
+        self.env_refs.get(&i).map_or(&[], Vec::as_slice)
+    }
+}
 
 /// Per-step settings, defaults applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +92,7 @@ pub fn validate(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ValidPipeline, Invalid> {
     let mut v = Validator { loaded: &loaded, diags: Vec::new() };
-    let settings = v.settings();
+    v.durations();
     v.pipeline_name();
     let index = v.ids();
     v.needs(&index);
@@ -84,7 +106,7 @@ pub fn validate(
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(Invalid { loaded: Box::new(loaded), diagnostics: diags });
     }
-    Ok(ValidPipeline { loaded, settings, warnings: diags, env_refs, has_refs })
+    Ok(ValidPipeline { loaded, warnings: diags, env_refs, has_refs })
 }
 
 struct Validator<'a> {
@@ -134,28 +156,15 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn settings(&mut self) -> Vec<StepSettings> {
+    /// Every timeout and backoff, of the defaults and of each step, is a sensible duration.
+    fn durations(&mut self) {
         let defaults = &self.loaded.pipeline.defaults;
-        let d_timeout = self.duration("defaults.timeout", defaults.timeout.as_deref(), "timeout", false);
-        let d_backoff =
-            self.duration("defaults.retry_backoff", defaults.retry_backoff.as_deref(), "retry backoff", true);
-        let mut out = Vec::new();
+        self.duration("defaults.timeout", defaults.timeout.as_deref(), "timeout", false);
+        self.duration("defaults.retry_backoff", defaults.retry_backoff.as_deref(), "retry backoff", true);
         for (i, step) in self.loaded.pipeline.steps.iter().enumerate() {
-            let timeout = self.duration(&format!("steps[{i}].timeout"), step.timeout.as_deref(), "timeout", false);
-            let backoff = self.duration(
-                &format!("steps[{i}].retry_backoff"),
-                step.retry_backoff.as_deref(),
-                "retry backoff",
-                true,
-            );
-            out.push(StepSettings {
-                timeout: timeout.or(d_timeout),
-                retries: step.retries.or(defaults.retries).unwrap_or(0),
-                retry_backoff: backoff.or(d_backoff).unwrap_or(DEFAULT_BACKOFF),
-                working_dir: step.working_dir.clone().or_else(|| defaults.working_dir.clone()),
-            });
+            self.duration(&format!("steps[{i}].timeout"), step.timeout.as_deref(), "timeout", false);
+            self.duration(&format!("steps[{i}].retry_backoff"), step.retry_backoff.as_deref(), "retry backoff", true);
         }
-        out
     }
 
     /// Ids are well formed and unique; returns id -> index of its first definition.
@@ -317,6 +326,7 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+        let env_refs = env_refs.into_iter().enumerate().filter(|(_, refs)| !refs.is_empty()).collect();
         (env_refs, has_refs)
     }
 

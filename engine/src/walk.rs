@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use petgraph::graph::NodeIndex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -101,33 +102,107 @@ pub struct RunOutcome {
 /// How one node ended.
 #[derive(Debug, Clone)]
 pub struct NodeOutcome {
-    pub id: String,
+    pub id: Arc<str>,
     pub status: Status,
     pub duration: Duration,
     pub error: Option<String>,
 }
 
+/// What the walker knows of one node while it walks. Kept small: a walk of 100k steps holds 100k of them. Its
+/// edges are in [`Edges`], its part (for a spliced node) in `Walker::parts`.
 struct Node {
+    /// Shared with the plan node and the `RunStarted` event.
     id: Arc<str>,
-    step: usize,
-    part: Option<String>,
-    needs: Vec<usize>,
-    dependents: Vec<usize>,
-    pending: usize,
-    status: Option<Status>,
-    error: Option<String>,
     outputs: Arc<Outputs>,
     workspace: Option<Arc<PathBuf>>,
-    started: Option<Instant>,
-    duration: Duration,
+    error: Option<Box<str>>,
     /// Set when fingerprints are kept: what this node's result depends on.
-    fingerprint: Option<String>,
+    fingerprint: Option<Box<str>>,
+    duration: Duration,
+    step: u32,
+    /// Needs not finished yet.
+    pending: u32,
+    status: Option<Status>,
 }
+
+impl Node {
+    fn new(id: Arc<str>, step: usize, pending: usize) -> Node {
+        Node {
+            id,
+            outputs: Arc::clone(&NO_OUTPUTS),
+            workspace: None,
+            error: None,
+            fingerprint: None,
+            duration: Duration::ZERO,
+            step: step as u32,
+            pending: pending as u32,
+            status: None,
+        }
+    }
+}
+
+/// One direction of the walk's edges (needs, or dependents): the plan's in one flat array indexed by node, in
+/// ascending order, plus those spliced in at run time. Two small vectors per node would cost ~100 bytes more.
+#[derive(Default)]
+struct Edges {
+    /// Node i's plan edges are `to[at[i]..at[i + 1]]`.
+    at: Vec<u32>,
+    to: Vec<u32>,
+    /// Edges added at run time, after the plan's (spliced nodes have higher indices: the order stays ascending).
+    added: HashMap<usize, Vec<usize>>,
+}
+
+impl Edges {
+    /// From (from, to) pairs of `nodes` plan nodes.
+    fn new(nodes: usize, pairs: impl Iterator<Item = (usize, usize)> + Clone) -> Edges {
+        let mut at = vec![0u32; nodes + 1];
+        for (from, _) in pairs.clone() {
+            at[from + 1] += 1;
+        }
+        for k in 0..nodes {
+            at[k + 1] += at[k];
+        }
+        let mut to = vec![0u32; at[nodes] as usize];
+        let mut next = at.clone();
+        for (from, t) in pairs {
+            to[next[from] as usize] = t as u32;
+            next[from] += 1;
+        }
+        for k in 0..nodes {
+            to[at[k] as usize..at[k + 1] as usize].sort_unstable();
+        }
+        Edges { at, to, added: HashMap::new() }
+    }
+
+    fn of(&self, i: usize) -> impl Iterator<Item = usize> + Clone + '_ {
+        let planned: &[u32] = match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.to[a as usize..b as usize],
+            _ => &[],
+        };
+        planned.iter().map(|&n| n as usize).chain(self.added.get(&i).into_iter().flatten().copied())
+    }
+
+    fn count(&self, i: usize) -> usize {
+        let planned = match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => (b - a) as usize,
+            _ => 0,
+        };
+        planned + self.added.get(&i).map_or(0, Vec::len)
+    }
+
+    fn add(&mut self, i: usize, more: impl IntoIterator<Item = usize>) {
+        self.added.entry(i).or_default().extend(more);
+    }
+}
+
+/// Nodes started in a row before finished tasks are taken in.
+const REAP_EVERY: usize = 64;
 
 /// Every node starts with no outputs: one shared empty map, not one allocation per node.
 static NO_OUTPUTS: std::sync::LazyLock<Arc<Outputs>> = std::sync::LazyLock::new(Arc::default);
 
-type Finished = (usize, Result<NodeSuccess, StepError>);
+/// A node's task ended: its index, how long it ran, and how.
+type Finished = (usize, Duration, Result<NodeSuccess, StepError>);
 
 /// Walk the plan to the end. `signals` carries Ctrl-C (Interrupt, then Kill); events go to `events`.
 pub async fn walk(
@@ -158,7 +233,7 @@ pub async fn walk(
             workspace: r.workspace,
             ..Default::default()
         };
-        w.finish(i, Ok(success), &mut ready).await;
+        w.finish(i, Duration::ZERO, Ok(success), &mut ready).await;
     }
     // Every node now free to start, in plan order (the reused nodes' releases included).
     ready.clear();
@@ -166,25 +241,38 @@ pub async fn walk(
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut signals_open = true;
     loop {
+        let mut started = 0;
         while w.stop.borrow().is_none() && w.restart.is_none() && (w.options.jobs == 0 || tasks.len() < w.options.jobs)
         {
             let Some(i) = ready.pop_front() else { break };
             match w.start(i, &mut tasks).await {
                 Ok(None) => {}
-                Ok(Some(up_to_date)) => w.finish(i, Ok(up_to_date), &mut ready).await,
-                Err(e) => w.finish(i, Err(e), &mut ready).await,
+                Ok(Some(up_to_date)) => w.finish(i, Duration::ZERO, Ok(up_to_date), &mut ready).await,
+                Err(e) => w.finish(i, Duration::ZERO, Err(e), &mut ready).await,
             }
+            started += 1;
+            if started == REAP_EVERY {
+                break;
+            }
+        }
+        // Take in what has already finished without waiting, so that with many nodes ready at once (a wide
+        // fan-out with unlimited jobs) finished tasks are not all kept until the last one is spawned.
+        if started == REAP_EVERY {
+            while let Some(joined) = tasks.try_join_next() {
+                w.joined(joined, &mut ready).await;
+            }
+            if signals_open && signals.has_changed().unwrap_or(false) {
+                if let Some(reason) = *signals.borrow_and_update() {
+                    w.escalate(reason);
+                }
+            }
+            continue;
         }
         if tasks.is_empty() {
             break;
         }
         tokio::select! {
-            Some(joined) = tasks.join_next() => {
-                let (i, result) = joined.unwrap_or_else(|e| (usize::MAX, Err(StepError::failed(format!("step task panicked: {e}")))));
-                if i != usize::MAX {
-                    w.finish(i, result, &mut ready).await;
-                }
-            }
+            Some(joined) = tasks.join_next() => w.joined(joined, &mut ready).await,
             changed = signals.changed(), if signals_open => {
                 if changed.is_err() {
                     signals_open = false;
@@ -200,7 +288,7 @@ pub async fn walk(
             restart: Some(restart),
             status: RunStatus::Succeeded,
             duration: start.elapsed(),
-            nodes: w.outcomes(),
+            nodes: w.take_outcomes(),
             critical_path: Vec::new(),
             critical_path_duration: Duration::ZERO,
         };
@@ -212,7 +300,7 @@ pub async fn walk(
                 Some(StopReason::Abort) => "not started: the run stopped at the first failure (--fail-fast)",
                 _ => "not started: the run was interrupted",
             };
-            w.set_done(i, Status::Cancelled, Some(reason.to_string())).await;
+            w.set_done(i, Status::Cancelled, Some(reason.into())).await;
         }
     }
     let (critical_path, critical_path_duration) = w.critical_path();
@@ -233,7 +321,7 @@ pub async fn walk(
         critical_path_ms: critical_path_duration,
     })
     .await;
-    RunOutcome { restart: None, status, duration, nodes: w.outcomes(), critical_path, critical_path_duration }
+    RunOutcome { restart: None, status, duration, nodes: w.take_outcomes(), critical_path, critical_path_duration }
 }
 
 struct Walker<'p> {
@@ -242,7 +330,12 @@ struct Walker<'p> {
     options: WalkOptions,
     events: mpsc::Sender<Event>,
     nodes: Vec<Node>,
-    by_id: HashMap<Arc<str>, usize>,
+    needs: Edges,
+    dependents: Edges,
+    /// Parts of the nodes spliced in at run time (plan nodes have theirs in the plan).
+    parts: HashMap<usize, Arc<str>>,
+    /// Node index by id, built the first time a `${steps...}` reference is resolved.
+    by_id: Option<HashMap<Arc<str>, usize>>,
     stop: watch::Sender<Option<StopReason>>,
     /// A node asked to restart from a new definition: nothing more starts.
     restart: Option<(String, crate::step::Restart)>,
@@ -251,36 +344,25 @@ struct Walker<'p> {
 impl<'p> Walker<'p> {
     fn new(plan: &'p Plan, catalog: Arc<dyn Catalog>, options: WalkOptions, events: mpsc::Sender<Event>) -> Self {
         let g = &plan.graph;
-        let mut nodes: Vec<Node> = g
-            .node_indices()
-            .map(|n| Node {
-                id: Arc::from(g[n].id.as_str()),
-                step: g[n].step,
-                part: g[n].part.clone(),
-                needs: Vec::new(),
-                dependents: Vec::new(),
-                pending: 0,
-                status: None,
-                error: None,
-                outputs: Arc::clone(&NO_OUTPUTS),
-                workspace: None,
-                started: None,
-                duration: Duration::ZERO,
-                fingerprint: None,
-            })
-            .collect();
-        for e in g.raw_edges() {
-            let (from, to) = (e.source().index(), e.target().index());
-            nodes[from].dependents.push(to);
-            nodes[to].needs.push(from);
-            nodes[to].pending += 1;
-        }
-        for n in &mut nodes {
-            n.needs.sort_unstable();
-        }
-        let by_id = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
+        let edges = g.raw_edges().iter().map(|e| (e.source().index(), e.target().index()));
+        let dependents = Edges::new(g.node_count(), edges.clone());
+        let needs = Edges::new(g.node_count(), edges.map(|(from, to)| (to, from)));
+        let nodes: Vec<Node> =
+            g.node_indices().map(|n| Node::new(g[n].id.clone(), g[n].step, needs.count(n.index()))).collect();
         let (stop, _) = watch::channel(None);
-        Walker { plan, catalog, options, events, nodes, by_id, stop, restart: None }
+        Walker {
+            plan,
+            catalog,
+            options,
+            events,
+            nodes,
+            needs,
+            dependents,
+            parts: HashMap::new(),
+            by_id: None,
+            stop,
+            restart: None,
+        }
     }
 
     async fn emit(&self, kind: EventKind) {
@@ -298,30 +380,46 @@ impl<'p> Walker<'p> {
         });
     }
 
-    fn outcomes(&self) -> Vec<NodeOutcome> {
-        self.nodes
-            .iter()
+    /// A finished task taken in.
+    async fn joined(&mut self, joined: Result<Finished, tokio::task::JoinError>, ready: &mut VecDeque<usize>) {
+        match joined {
+            Ok((i, duration, result)) => self.finish(i, duration, result, ready).await,
+            Err(e) => tracing::error!("step task panicked: {e}"),
+        }
+    }
+
+    /// How each node ended; the nodes become their outcomes in place.
+    fn take_outcomes(&mut self) -> Vec<NodeOutcome> {
+        std::mem::take(&mut self.nodes)
+            .into_iter()
             .map(|n| NodeOutcome {
-                id: n.id.to_string(),
+                id: n.id,
                 status: n.status.unwrap_or(Status::Cancelled),
                 duration: n.duration,
-                error: n.error.clone(),
+                error: n.error.map(String::from),
             })
             .collect()
     }
 
-    fn settings(&self, step: usize) -> &StepSettings {
-        &self.plan.pipeline.settings[step]
+    /// The part of an expanded step a node runs.
+    fn part(&self, i: usize) -> Option<&str> {
+        if i < self.plan.graph.node_count() {
+            self.plan.graph[NodeIndex::new(i)].part.as_deref()
+        } else {
+            self.parts.get(&i).map(|p| &**p)
+        }
     }
 
     /// Resolve the node's step, build its context and spawn it.
     /// `Ok(Some(_))`: the node is up to date and did not start.
     async fn start(&mut self, i: usize, tasks: &mut JoinSet<Finished>) -> Result<Option<NodeSuccess>, StepError> {
-        let node = &self.nodes[i];
-        let step_index = node.step;
+        let step_index = self.nodes[i].step as usize;
         let plan: &'p Plan = self.plan;
         let written = &plan.pipeline.loaded.pipeline.steps[step_index];
         let resolve = plan.pipeline.has_refs[step_index] && self.catalog.resolves_fields(written);
+        if plan.pipeline.has_refs[step_index] && self.by_id.is_none() {
+            self.by_id = Some(self.nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect());
+        }
         // Borrowed as written unless something needs substituting.
         let step: std::borrow::Cow<'p, Step> = if resolve {
             std::borrow::Cow::Owned(self.resolve(i, written)?)
@@ -331,7 +429,7 @@ impl<'p> Walker<'p> {
         let runner = self.catalog.runner(&step)?;
         let defaults = &self.plan.pipeline.loaded.pipeline.defaults;
         let mut env = BTreeMap::new();
-        for &n in &node.needs {
+        for n in self.needs.of(i) {
             env.extend(self.nodes[n].outputs.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         let defaults_env = if self.plan.pipeline.has_refs[step_index] {
@@ -346,26 +444,26 @@ impl<'p> Walker<'p> {
         env.extend(defaults_env);
         env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         // A node works in the workspace of its first need that has one (passed down from the Source).
-        let inherited = node.needs.iter().find_map(|&n| self.nodes[n].workspace.clone());
+        let inherited = self.needs.of(i).find_map(|n| self.nodes[n].workspace.clone());
         let workspace = inherited.as_deref().cloned().unwrap_or_else(|| self.options.base_dir.clone());
-        let settings = self.settings(step_index).clone();
+        let settings = self.plan.pipeline.settings(step_index);
         let working_dir = match step.working_dir.as_deref().or(settings.working_dir.as_deref()) {
             Some(dir) => workspace.join(dir),
             None => workspace.clone(),
         };
-        let force = self.options.force.applies(&node.id, &step.id);
+        let force = self.options.force.applies(&self.nodes[i].id, &step.id);
         if self.options.fingerprints.is_some() {
             let mut fp = Fingerprint::default();
             fp.add("step", &serde_json::to_vec(&step).unwrap_or_default());
             fp.add("env", &serde_json::to_vec(&env).unwrap_or_default());
-            for &n in &node.needs {
+            for n in self.needs.of(i) {
                 fp.add(&self.nodes[n].id, self.nodes[n].fingerprint.as_deref().unwrap_or("-").as_bytes());
             }
             if !step.inputs.is_empty() {
                 fp.add_inputs(&workspace, &step.inputs).map_err(StepError::invalid)?;
             }
             let fp = fp.finish();
-            let last = self.options.fingerprints.as_ref().and_then(|f| f.nodes.get(&*node.id));
+            let last = self.options.fingerprints.as_ref().and_then(|f| f.nodes.get(&*self.nodes[i].id));
             if step.incremental && !force {
                 if let Some(last) = last.filter(|l| l.fingerprint == fp) {
                     let success = NodeSuccess {
@@ -374,12 +472,12 @@ impl<'p> Walker<'p> {
                         workspace: last.workspace.clone(),
                         ..Default::default()
                     };
-                    self.nodes[i].fingerprint = Some(fp);
+                    self.nodes[i].fingerprint = Some(fp.into());
                     self.nodes[i].workspace = inherited;
                     return Ok(Some(success));
                 }
             }
-            self.nodes[i].fingerprint = Some(fp);
+            self.nodes[i].fingerprint = Some(fp.into());
         }
         let node = &self.nodes[i];
         let file_stem = node_file_stem(&node.id);
@@ -388,7 +486,7 @@ impl<'p> Walker<'p> {
             pipeline: self.plan.pipeline.loaded.pipeline.name.clone(),
             node: node.id.to_string(),
             step: step.id.clone(),
-            part: node.part.clone(),
+            part: self.part(i).map(str::to_string),
             attempt: 1,
             workspace,
             working_dir,
@@ -399,24 +497,27 @@ impl<'p> Walker<'p> {
             timeout: settings.timeout,
             // Replaced at each attempt by one that also carries the node's own stop (timeout).
             stop: StopSignal::new(self.stop.subscribe(), self.stop.subscribe()),
-            events: EventSink::new(&node.id, self.events.clone()),
+            events: EventSink::new(node.id.clone(), self.events.clone()),
             force,
             approvals: self.options.approvals.clone(),
         };
         let id = node.id.to_string();
         self.nodes[i].workspace = inherited;
-        self.nodes[i].started = Some(Instant::now());
         self.emit(EventKind::NodeStarted { node: id, attempt: 1 }).await;
         tracing::debug!(node = %self.nodes[i].id, "node started");
         let run_stop = self.stop.subscribe();
         // The context goes boxed: a smaller task is cheaper to allocate and move for every node.
         let ctx = Box::new(ctx);
-        tasks.spawn(async move { (i, attempts(runner, ctx, settings, run_stop).await) });
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let result = attempts(runner, ctx, settings, run_stop).await;
+            (i, started.elapsed(), result)
+        });
         Ok(None)
     }
 
     fn lookup(&self, _i: usize) -> NodeValues<'_> {
-        NodeValues { env: &self.options.env, nodes: &self.nodes, by_id: &self.by_id }
+        NodeValues { env: &self.options.env, nodes: &self.nodes, by_id: self.by_id.as_ref() }
     }
 
     /// The step with every `${...}` substituted, as this node sees it.
@@ -438,10 +539,14 @@ impl<'p> Walker<'p> {
         serde_json::from_value(value).map_err(|e| StepError::invalid(e.to_string()))
     }
 
-    async fn finish(&mut self, i: usize, result: Result<NodeSuccess, StepError>, ready: &mut VecDeque<usize>) {
-        if let Some(started) = self.nodes[i].started {
-            self.nodes[i].duration = started.elapsed();
-        }
+    async fn finish(
+        &mut self,
+        i: usize,
+        duration: Duration,
+        result: Result<NodeSuccess, StepError>,
+        ready: &mut VecDeque<usize>,
+    ) {
+        self.nodes[i].duration = duration;
         match result {
             Ok(success) => {
                 let status = success.status.unwrap_or(Status::Succeeded);
@@ -456,12 +561,12 @@ impl<'p> Walker<'p> {
                 if let Some(w) = success.workspace {
                     node.workspace = Some(Arc::new(w));
                 }
-                let incremental = self.plan.pipeline.loaded.pipeline.steps[node.step].incremental;
+                let incremental = self.plan.pipeline.loaded.pipeline.steps[node.step as usize].incremental;
                 if let (Some(store), Some(fp), true) =
                     (self.options.fingerprints.as_mut(), &node.fingerprint, incremental)
                 {
                     let last = LastSuccess {
-                        fingerprint: fp.clone(),
+                        fingerprint: fp.to_string(),
                         outputs: (*node.outputs).clone(),
                         workspace: node.workspace.as_deref().cloned(),
                     };
@@ -470,7 +575,7 @@ impl<'p> Walker<'p> {
                     }
                 }
                 self.set_done(i, status, None).await;
-                for d in self.nodes[i].dependents.clone() {
+                for d in self.dependents.of(i) {
                     let dep = &mut self.nodes[d];
                     dep.pending -= 1;
                     if dep.pending == 0 && dep.status.is_none() {
@@ -488,17 +593,17 @@ impl<'p> Walker<'p> {
                 let id = self.nodes[i].id.clone();
                 // Mark the failure and everything downstream before anything else is released.
                 self.nodes[i].status = Some(status);
-                let mut stack = self.nodes[i].dependents.clone();
+                let mut stack: Vec<usize> = self.dependents.of(i).collect();
                 let mut downstream = Vec::new();
                 while let Some(d) = stack.pop() {
                     if self.nodes[d].status.is_none() {
                         self.nodes[d].status = Some(Status::Skipped);
                         downstream.push(d);
-                        stack.extend(self.nodes[d].dependents.iter().copied());
+                        stack.extend(self.dependents.of(d));
                     }
                 }
                 self.nodes[i].status = None;
-                self.set_done(i, status, Some(e.message)).await;
+                self.set_done(i, status, Some(e.message.into())).await;
                 downstream.sort_unstable();
                 for d in downstream {
                     self.nodes[d].status = None;
@@ -506,7 +611,7 @@ impl<'p> Walker<'p> {
                         "not run: it needs `{id}`, which {}",
                         if status == Status::Failed { "failed" } else { "was cancelled" }
                     );
-                    self.set_done(d, Status::Skipped, Some(reason)).await;
+                    self.set_done(d, Status::Skipped, Some(reason.into())).await;
                 }
                 if status == Status::Failed && self.options.fail_fast {
                     self.escalate(StopReason::Abort);
@@ -515,7 +620,7 @@ impl<'p> Walker<'p> {
         }
     }
 
-    async fn set_done(&mut self, i: usize, status: Status, error: Option<String>) {
+    async fn set_done(&mut self, i: usize, status: Status, error: Option<Box<str>>) {
         let node = &mut self.nodes[i];
         tracing::debug!(node = %node.id, %status, duration_ms = node.duration.as_millis() as u64, "node finished");
         node.status = Some(status);
@@ -527,7 +632,7 @@ impl<'p> Walker<'p> {
             status,
             duration_ms: node.duration,
             outputs,
-            error,
+            error: error.map(String::from),
             workspace,
         };
         self.emit(kind).await;
@@ -536,82 +641,67 @@ impl<'p> Walker<'p> {
     /// Add the parts a node expanded into: they run after it, and its dependents wait for them too.
     async fn splice(&mut self, i: usize, parts: &[crate::step::Part]) {
         let first = self.nodes.len();
-        let step = self.nodes[i].step;
+        let step = self.nodes[i].step as usize;
         let step_def = &self.plan.pipeline.loaded.pipeline.steps[step];
-        let dependents = self.nodes[i].dependents.clone();
+        let dependents: Vec<usize> = self.dependents.of(i).collect();
         let names: HashMap<&str, usize> = parts.iter().enumerate().map(|(k, p)| (p.name.as_str(), first + k)).collect();
         let mut infos = Vec::new();
-        for p in parts {
-            let id: Arc<str> = Arc::from(format!("{}/{}", self.nodes[i].id, p.name).as_str());
+        let step_id: Arc<str> = Arc::from(step_def.id.as_str());
+        let ids: Vec<Arc<str>> = parts.iter().map(|p| Arc::from(format!("{}/{}", self.nodes[i].id, p.name))).collect();
+        for (k, p) in parts.iter().enumerate() {
+            let id = ids[k].clone();
             let mut needs = vec![i];
             needs.extend(p.needs.iter().filter_map(|n| names.get(n.as_str()).copied()));
             // Counts the expanding node too: its own release below lets the parts start.
             let pending = needs.len();
             infos.push(NodeInfo {
-                id: id.to_string(),
-                step: step_def.id.clone(),
-                kind: step_def.kind.name().to_string(),
+                id: id.clone(),
+                step: step_id.clone(),
+                kind: step_def.kind.name(),
                 needs: needs
                     .iter()
-                    .map(|&n| {
-                        if n < first {
-                            self.nodes[n].id.to_string()
-                        } else {
-                            format!("{}/{}", self.nodes[i].id, parts[n - first].name)
-                        }
-                    })
+                    .map(|&n| if n < first { self.nodes[n].id.clone() } else { ids[n - first].clone() })
                     .collect(),
-                description: self.catalog.describe(step_def, Some(&p.name)),
+                description: Arc::from(self.catalog.describe(step_def, Some(&p.name))),
             });
-            self.by_id.insert(id.clone(), self.nodes.len());
-            self.nodes.push(Node {
-                id,
-                step,
-                part: Some(p.name.clone()),
-                needs,
-                dependents: dependents.clone(),
-                pending,
-                status: None,
-                error: None,
-                outputs: Arc::clone(&NO_OUTPUTS),
-                workspace: None,
-                started: None,
-                duration: Duration::ZERO,
-                fingerprint: None,
-            });
-        }
-        for k in first..self.nodes.len() {
-            for n in self.nodes[k].needs.clone() {
+            if let Some(by_id) = self.by_id.as_mut() {
+                by_id.insert(id.clone(), self.nodes.len());
+            }
+            let k = self.nodes.len();
+            self.nodes.push(Node::new(id, step, pending));
+            self.parts.insert(k, Arc::from(p.name.as_str()));
+            for &n in &needs {
                 if n >= first {
-                    self.nodes[n].dependents.push(k);
+                    self.dependents.add(n, [k]);
                 }
             }
+            self.needs.add(k, needs);
+            self.dependents.add(k, dependents.iter().copied());
         }
         let end = self.nodes.len();
         for &d in &dependents {
-            self.nodes[d].pending += parts.len();
-            self.nodes[d].needs.extend(first..end);
+            self.nodes[d].pending += parts.len() as u32;
+            self.needs.add(d, first..end);
         }
-        self.nodes[i].dependents.extend(first..end);
+        self.dependents.add(i, first..end);
         self.emit(EventKind::NodesAdded { node: self.nodes[i].id.to_string(), nodes: infos }).await;
     }
 
     /// The chain of nodes whose durations add up to the longest, and that length.
     fn critical_path(&self) -> (Vec<String>, Duration) {
         let n = self.nodes.len();
-        let mut indegree: Vec<usize> = self.nodes.iter().map(|x| x.needs.len()).collect();
+        let mut indegree: Vec<usize> = (0..n).map(|i| self.needs.count(i)).collect();
         let mut queue: VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
         let mut best = vec![Duration::ZERO; n];
         let mut prev = vec![usize::MAX; n];
         while let Some(i) = queue.pop_front() {
-            let longest_need =
-                self.nodes[i].needs.iter().map(|&m| (best[m], m)).max_by_key(|(d, m)| (*d, std::cmp::Reverse(*m)));
+            let longest_need = self.needs.of(i).map(|m| (best[m], m)).max_by_key(|(d, m)| (*d, std::cmp::Reverse(*m)));
             if let Some((d, m)) = longest_need {
                 best[i] = d;
                 prev[i] = m;
             }
             best[i] += self.nodes[i].duration;
-            for &d in &self.nodes[i].dependents {
+            for d in self.dependents.of(i) {
                 indegree[d] -= 1;
                 if indegree[d] == 0 {
                     queue.push_back(d);
@@ -634,7 +724,7 @@ impl<'p> Walker<'p> {
 struct NodeValues<'a> {
     env: &'a HashMap<String, String>,
     nodes: &'a [Node],
-    by_id: &'a HashMap<Arc<str>, usize>,
+    by_id: Option<&'a HashMap<Arc<str>, usize>>,
 }
 
 impl subst::Lookup for NodeValues<'_> {
@@ -642,7 +732,7 @@ impl subst::Lookup for NodeValues<'_> {
         self.env.get(name).cloned()
     }
     fn output(&self, node: &str, key: &str) -> Option<String> {
-        let &i = self.by_id.get(node)?;
+        let &i = self.by_id?.get(node)?;
         self.nodes[i].outputs.get(key).cloned()
     }
 }

@@ -196,13 +196,13 @@ impl Walked {
         self.outcome
             .nodes
             .iter()
-            .find(|n| n.id == node)
+            .find(|n| &*n.id == node)
             .unwrap_or_else(|| panic!("no node `{node}` in {:?}", self.ids()))
             .status
     }
 
     fn ids(&self) -> Vec<&str> {
-        self.outcome.nodes.iter().map(|n| n.id.as_str()).collect()
+        self.outcome.nodes.iter().map(|n| &*n.id).collect()
     }
 
     /// The status each NodeFinished event reported, by node.
@@ -364,7 +364,7 @@ async fn plan_time_parts_become_step_slash_part_nodes_in_order_and_dependents_wa
             r#"Step(id: "after", needs: ["p"], kind: Shell(commands: ["x"]))"#,
         ],
     );
-    let mut ids: Vec<&str> = p.graph.node_weights().map(|n| n.id.as_str()).collect();
+    let mut ids: Vec<&str> = p.graph.node_weights().map(|n| &*n.id).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["after", "before", "p/w", "p/x", "p/y", "p/z"]);
     let w = walk_plan(&p, &catalog, 0, false).await;
@@ -398,7 +398,7 @@ async fn run_time_expansion_splices_parts_between_the_step_and_its_dependents() 
             r#"Step(id: "after", needs: ["e"], kind: Shell(commands: ["x"]))"#,
         ],
     );
-    assert!(p.graph.node_weights().any(|n| n.id == "e" && n.expands_at_run_time));
+    assert!(p.graph.node_weights().any(|n| &*n.id == "e" && n.expands_at_run_time));
     let w = walk_plan(&p, &catalog, 0, false).await;
     assert_eq!(w.outcome.status, RunStatus::Succeeded);
     assert_eq!(w.ids(), ["e", "after", "e/x", "e/y"]);
@@ -419,9 +419,9 @@ async fn run_time_expansion_splices_parts_between_the_step_and_its_dependents() 
     assert_eq!(added.len(), 1, "one NodesAdded event");
     let (node, nodes) = &added[0];
     assert_eq!(node, "e");
-    let added_ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    let added_ids: Vec<&str> = nodes.iter().map(|n| &*n.id).collect();
     assert_eq!(added_ids, ["e/x", "e/y"]);
-    assert_eq!(nodes[1].needs, ["e", "e/x"]);
+    assert_eq!(nodes[1].needs.iter().map(|n| &**n).collect::<Vec<_>>(), ["e", "e/x"]);
     let position = |pred: &dyn Fn(&EventKind) -> bool| w.events.iter().position(|e| pred(&e.kind)).unwrap();
     let added_at = position(&|k| matches!(k, EventKind::NodesAdded { .. }));
     let x_started = position(&|k| matches!(k, EventKind::NodeStarted { node, .. } if node == "e/x"));

@@ -44,7 +44,7 @@ impl<W: Write> Reporter for PlainReporter<W> {
                 format!("{time} [{node}] attempt {} failed: {reason}; attempt {attempt} in {delay_ms}ms", attempt - 1)
             }
             EventKind::NodesAdded { node, nodes } => {
-                let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+                let ids: Vec<&str> = nodes.iter().map(|n| &*n.id).collect();
                 format!("{time} [{node}] expanded into {}", ids.join(", "))
             }
             EventKind::ApprovalRequested { node, message } => {

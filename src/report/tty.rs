@@ -46,12 +46,12 @@ impl TtyReporter {
     /// Show what the approval lets through, then ask at the terminal (on a thread: the run goes on meanwhile).
     fn ask(&self, node: &str, message: &str) {
         let mut downstream: Vec<&NodeInfo> = Vec::new();
-        let mut frontier = vec![node.to_string()];
+        let mut frontier: Vec<&str> = vec![node];
         while let Some(id) = frontier.pop() {
-            for n in self.nodes.iter().filter(|n| n.needs.contains(&id)) {
+            for n in self.nodes.iter().filter(|n| n.needs.iter().any(|m| &**m == id)) {
                 if !downstream.iter().any(|d| d.id == n.id) {
                     downstream.push(n);
-                    frontier.push(n.id.clone());
+                    frontier.push(&n.id);
                 }
             }
         }

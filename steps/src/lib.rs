@@ -99,7 +99,7 @@ impl Catalog for StepCatalog {
         }
         Ok(match &step.kind {
             StepKind::Source(spec) => Box::new(source::SourceStep {
-                spec: spec.clone(),
+                spec: (**spec).clone(),
                 local: self.checkout_of(&step.id),
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),

@@ -59,7 +59,7 @@ pub fn text(plan: &Plan) -> String {
         if !needs.is_empty() {
             let _ = writeln!(out, "{stem}├── needs: {}", needs.join(", "));
         }
-        let names: Vec<&str> = dependents.iter().map(|&d| plan.graph[d].id.as_str()).collect();
+        let names: Vec<&str> = dependents.iter().map(|&d| &*plan.graph[d].id).collect();
         let needed_by = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
         let _ = writeln!(out, "{stem}└── needed by: {needed_by}");
     }
