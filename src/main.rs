@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         steps::process::guardian_main();
         return ExitCode::SUCCESS;
     }
+    engine::memory::release_large_blocks_eagerly();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     steps::source::init_git();
@@ -221,7 +222,7 @@ fn print_diffs(plan: &Plan, catalog: &StepCatalog, state_dir: &Path) -> ExitCode
     for n in plan.graph.node_indices() {
         let node = &plan.graph[n];
         let step = &steps[node.step];
-        let (StepKind::Deploy(spec), Some(part)) = (&step.kind, node.part.as_deref()) else { continue };
+        let (StepKind::Deploy(spec), Some(part)) = (&step.kind, node.part()) else { continue };
         let result = (|| {
             let spec = steps::deploy::resolve_with_env(spec, &env)?;
             let workspace = workspace_of(plan, catalog, node.step, state_dir);
@@ -278,7 +279,7 @@ fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Pat
             return state_dir.join("workspaces").join(&plan.pipeline.loaded.pipeline.name).join(&s.id);
         }
         for need in &s.needs {
-            if let Some(j) = steps.iter().position(|x| &x.id == need) {
+            if let Some(j) = steps.iter().position(|x| x.id == *need) {
                 queue.push_back(j);
             }
         }
@@ -448,7 +449,7 @@ fn run(mut plan: Plan, catalog: Arc<StepCatalog>, args: RunArgs, state_dir: &Pat
     let state_dir = if state_dir.is_absolute() { state_dir.to_path_buf() } else { base_dir.join(state_dir) };
     for id in args.force_step.iter().chain(&args.approve) {
         let known = plan.graph.node_weights().any(|n| *n.id == **id)
-            || plan.pipeline.loaded.pipeline.steps.iter().any(|s| &s.id == id);
+            || plan.pipeline.loaded.pipeline.steps.iter().any(|s| s.id == *id);
         if !known {
             let ids = plan.pipeline.loaded.pipeline.steps.iter().map(|s| s.id.as_str());
             let hint = closest(id, ids).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();

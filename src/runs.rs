@@ -19,7 +19,7 @@ pub fn step_hashes(pipeline: &Pipeline) -> BTreeMap<String, String> {
         .map(|s| {
             let mut f = Fingerprint::default();
             f.add("step", &serde_json::to_vec(s).unwrap_or_default());
-            (s.id.clone(), f.finish())
+            (s.id.to_string(), f.finish())
         })
         .collect()
 }
@@ -183,7 +183,7 @@ pub fn reusable(old: &Plan, new: &Plan, state: &RunState) -> HashMap<String, Reu
         .steps
         .iter()
         .filter(|s| old_steps.iter().find(|o| o.id == s.id) != Some(*s))
-        .map(|s| s.id.clone())
+        .map(|s| s.id.to_string())
         .collect();
     reuse(new, state, &changed)
 }

@@ -7,6 +7,7 @@ pub mod event;
 pub mod graph;
 pub mod incremental;
 pub mod load;
+pub mod memory;
 pub mod model;
 pub mod plan;
 pub mod record;

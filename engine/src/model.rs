@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// A step's id as held in the model: a string stored inline when short.
+pub type StepId = compact_str::CompactString;
+
 /// Read a list with no spare capacity. serde's own `Vec` starts at four elements when the length is not known
 /// (RON never tells it), and a pipeline of 100k steps holds ~200k short lists: that is ~20 MB of nothing.
 fn compact_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
@@ -75,20 +78,22 @@ pub struct Defaults {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename = "Step")]
 pub struct Step {
-    pub id: String,
+    /// Ids and needs are short: kept inline (up to 24 bytes) rather than in an allocation of their own each.
+    pub id: StepId,
     #[serde(default, deserialize_with = "compact_list")]
-    pub needs: Vec<String>,
+    pub needs: Vec<StepId>,
     pub kind: StepKind,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    // Optional texts are boxed (16 bytes, not 24): a pipeline of 100k steps holds 300k of them.
     #[serde(default)]
-    pub working_dir: Option<String>,
+    pub working_dir: Option<Box<str>>,
     #[serde(default)]
-    pub timeout: Option<String>,
+    pub timeout: Option<Box<str>>,
     #[serde(default)]
     pub retries: Option<u32>,
     #[serde(default)]
-    pub retry_backoff: Option<String>,
+    pub retry_backoff: Option<Box<str>>,
     /// Skip the step when nothing it depends on changed since its last success (Shell steps opt in; they may
     /// have side effects). Deploy and Publish always check with the cloud instead.
     #[serde(default)]

@@ -20,11 +20,17 @@ pub struct PlanNode {
     pub id: Arc<str>,
     /// Index of the step in the pipeline.
     pub step: usize,
-    pub part: Option<Arc<str>>,
     pub kind: &'static str,
     pub description: Arc<str>,
     /// Its parts are only known once its inputs exist; the walker splices them in.
     pub expands_at_run_time: bool,
+}
+
+impl PlanNode {
+    /// The part of an expanded step this node is (what follows `<step>/`; a step id holds no `/`).
+    pub fn part(&self) -> Option<&str> {
+        self.id.split_once('/').map(|(_, part)| part)
+    }
 }
 
 /// The DAG of nodes, edges from a node to the nodes that need it.
@@ -57,7 +63,6 @@ impl Plan {
                     graph.add_node(PlanNode {
                         id: Arc::from(step.id.as_str()),
                         step: i,
-                        part: None,
                         kind,
                         description: Arc::from(catalog.describe(step, None)),
                         expands_at_run_time: at_run_time,
@@ -148,7 +153,7 @@ impl Plan {
     pub fn info(&self, n: NodeIndex) -> NodeInfo {
         let node = &self.graph[n];
         // A step's own node has the step's id: share it rather than copy it.
-        let step = match node.part {
+        let step = match node.part() {
             None => node.id.clone(),
             Some(_) => Arc::from(self.pipeline.loaded.pipeline.steps[node.step].id.as_str()),
         };
@@ -167,7 +172,6 @@ pub fn part_node(step_id: &str, step: usize, kind: &'static str, part: &Part) ->
     PlanNode {
         id: Arc::from(format!("{step_id}/{}", part.name)),
         step,
-        part: Some(Arc::from(part.name.as_str())),
         kind,
         description: Arc::from(part.description.as_str()),
         expands_at_run_time: false,

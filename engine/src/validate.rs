@@ -36,14 +36,14 @@ impl ValidPipeline {
     pub fn settings(&self, i: usize) -> StepSettings {
         let defaults = &self.loaded.pipeline.defaults;
         let step = &self.loaded.pipeline.steps[i];
-        let duration = |text: &Option<String>| text.as_deref().and_then(|t| humantime::parse_duration(t.trim()).ok());
+        let duration = |text: Option<&str>| text.and_then(|t| humantime::parse_duration(t.trim()).ok());
         StepSettings {
-            timeout: duration(&step.timeout).or_else(|| duration(&defaults.timeout)),
+            timeout: duration(step.timeout.as_deref()).or_else(|| duration(defaults.timeout.as_deref())),
             retries: step.retries.or(defaults.retries).unwrap_or(0),
-            retry_backoff: duration(&step.retry_backoff)
-                .or_else(|| duration(&defaults.retry_backoff))
+            retry_backoff: duration(step.retry_backoff.as_deref())
+                .or_else(|| duration(defaults.retry_backoff.as_deref()))
                 .unwrap_or(DEFAULT_BACKOFF),
-            working_dir: step.working_dir.clone().or_else(|| defaults.working_dir.clone()),
+            working_dir: step.working_dir.as_deref().map(String::from).or_else(|| defaults.working_dir.clone()),
         }
     }
 
@@ -200,7 +200,7 @@ impl<'a> Validator<'a> {
         for (i, step) in self.loaded.pipeline.steps.iter().enumerate() {
             for (j, need) in step.needs.iter().enumerate() {
                 let path = format!("steps[{i}].needs[{j}]");
-                if need == &step.id {
+                if *need == step.id {
                     self.error(&path, format!("`{}` needs itself", step.id));
                 } else if !index.contains_key(need.as_str()) {
                     let suggestion = closest(need, index.keys().copied());
@@ -267,7 +267,7 @@ impl<'a> Validator<'a> {
                 fields.push((format!("steps[{i}].env.{k}"), v.clone()));
             }
             if let Some(w) = &step.working_dir {
-                fields.push((format!("steps[{i}].working_dir"), w.clone()));
+                fields.push((format!("steps[{i}].working_dir"), w.to_string()));
             }
             for (path, text) in fields {
                 if !text.contains("${") {

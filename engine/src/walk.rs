@@ -108,16 +108,14 @@ pub struct NodeOutcome {
     pub error: Option<String>,
 }
 
-/// What the walker knows of one node while it walks. Kept small: a walk of 100k steps holds 100k of them. Its
-/// edges are in [`Edges`], its part (for a spliced node) in `Walker::parts`.
+/// What the walker knows of one node while it walks. Kept to 64 bytes: a walk of 100k steps holds 100k of them.
+/// What few nodes have is kept beside: edges in [`Edges`], parts of spliced nodes, errors and fingerprints in
+/// maps of the [`Walker`].
 struct Node {
     /// Shared with the plan node and the `RunStarted` event.
     id: Arc<str>,
     outputs: Arc<Outputs>,
     workspace: Option<Arc<PathBuf>>,
-    error: Option<Box<str>>,
-    /// Set when fingerprints are kept: what this node's result depends on.
-    fingerprint: Option<Box<str>>,
     duration: Duration,
     step: u32,
     /// Needs not finished yet.
@@ -131,8 +129,6 @@ impl Node {
             id,
             outputs: Arc::clone(&NO_OUTPUTS),
             workspace: None,
-            error: None,
-            fingerprint: None,
             duration: Duration::ZERO,
             step: step as u32,
             pending: pending as u32,
@@ -334,6 +330,10 @@ struct Walker<'p> {
     dependents: Edges,
     /// Parts of the nodes spliced in at run time (plan nodes have theirs in the plan).
     parts: HashMap<usize, Arc<str>>,
+    /// Why nodes did not succeed.
+    errors: HashMap<usize, Box<str>>,
+    /// When fingerprints are kept: what each started node's result depends on.
+    fingerprints: HashMap<usize, Box<str>>,
     /// Node index by id, built the first time a `${steps...}` reference is resolved.
     by_id: Option<HashMap<Arc<str>, usize>>,
     stop: watch::Sender<Option<StopReason>>,
@@ -359,6 +359,8 @@ impl<'p> Walker<'p> {
             needs,
             dependents,
             parts: HashMap::new(),
+            errors: HashMap::new(),
+            fingerprints: HashMap::new(),
             by_id: None,
             stop,
             restart: None,
@@ -392,11 +394,12 @@ impl<'p> Walker<'p> {
     fn take_outcomes(&mut self) -> Vec<NodeOutcome> {
         std::mem::take(&mut self.nodes)
             .into_iter()
-            .map(|n| NodeOutcome {
+            .enumerate()
+            .map(|(i, n)| NodeOutcome {
                 id: n.id,
                 status: n.status.unwrap_or(Status::Cancelled),
                 duration: n.duration,
-                error: n.error.map(String::from),
+                error: self.errors.remove(&i).map(String::from),
             })
             .collect()
     }
@@ -404,7 +407,7 @@ impl<'p> Walker<'p> {
     /// The part of an expanded step a node runs.
     fn part(&self, i: usize) -> Option<&str> {
         if i < self.plan.graph.node_count() {
-            self.plan.graph[NodeIndex::new(i)].part.as_deref()
+            self.plan.graph[NodeIndex::new(i)].part()
         } else {
             self.parts.get(&i).map(|p| &**p)
         }
@@ -457,7 +460,7 @@ impl<'p> Walker<'p> {
             fp.add("step", &serde_json::to_vec(&step).unwrap_or_default());
             fp.add("env", &serde_json::to_vec(&env).unwrap_or_default());
             for n in self.needs.of(i) {
-                fp.add(&self.nodes[n].id, self.nodes[n].fingerprint.as_deref().unwrap_or("-").as_bytes());
+                fp.add(&self.nodes[n].id, self.fingerprints.get(&n).map_or("-", |f| &**f).as_bytes());
             }
             if !step.inputs.is_empty() {
                 fp.add_inputs(&workspace, &step.inputs).map_err(StepError::invalid)?;
@@ -472,12 +475,12 @@ impl<'p> Walker<'p> {
                         workspace: last.workspace.clone(),
                         ..Default::default()
                     };
-                    self.nodes[i].fingerprint = Some(fp.into());
+                    self.fingerprints.insert(i, fp.into());
                     self.nodes[i].workspace = inherited;
                     return Ok(Some(success));
                 }
             }
-            self.nodes[i].fingerprint = Some(fp.into());
+            self.fingerprints.insert(i, fp.into());
         }
         let node = &self.nodes[i];
         let file_stem = node_file_stem(&node.id);
@@ -485,7 +488,7 @@ impl<'p> Walker<'p> {
             run_id: self.options.run_id.clone(),
             pipeline: self.plan.pipeline.loaded.pipeline.name.clone(),
             node: node.id.to_string(),
-            step: step.id.clone(),
+            step: step.id.to_string(),
             part: self.part(i).map(str::to_string),
             attempt: 1,
             workspace,
@@ -563,7 +566,7 @@ impl<'p> Walker<'p> {
                 }
                 let incremental = self.plan.pipeline.loaded.pipeline.steps[node.step as usize].incremental;
                 if let (Some(store), Some(fp), true) =
-                    (self.options.fingerprints.as_mut(), &node.fingerprint, incremental)
+                    (self.options.fingerprints.as_mut(), self.fingerprints.get(&i), incremental)
                 {
                     let last = LastSuccess {
                         fingerprint: fp.to_string(),
@@ -624,7 +627,10 @@ impl<'p> Walker<'p> {
         let node = &mut self.nodes[i];
         tracing::debug!(node = %node.id, %status, duration_ms = node.duration.as_millis() as u64, "node finished");
         node.status = Some(status);
-        node.error = error.clone();
+        if let Some(e) = &error {
+            self.errors.insert(i, e.clone());
+        }
+        let node = &self.nodes[i];
         let outputs = if status.is_success() { (*node.outputs).clone() } else { BTreeMap::new() };
         let workspace = if status.is_success() { node.workspace.as_deref().cloned() } else { None };
         let kind = EventKind::NodeFinished {

@@ -40,7 +40,7 @@ pub fn dot(plan: &Plan) -> String {
             shape(node.kind),
             super::colour(node.kind)
         );
-        if node.part.is_some() {
+        if node.part().is_some() {
             clusters.entry(node.step).or_default().push(line);
         } else {
             let _ = writeln!(out, "  {line}");
