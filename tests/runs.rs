@@ -25,9 +25,10 @@ fn runner(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The run's state as `--resume` and `runner status` read it: `state.json` with the journal replayed on it.
 fn state(dir: &Path) -> serde_json::Value {
     let run = single_run_dir(dir);
-    serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap()
+    serde_json::to_value(engine::record::RunState::load(&run).unwrap()).unwrap()
 }
 
 /// a -> b -> c; every step appends its id to ran.txt; b blocks until `unblock` exists.
@@ -46,9 +47,10 @@ fn a_run_killed_with_sigkill_resumes_with_only_its_unfinished_steps() {
     let test = Test::new().pipeline(CHAIN).args(&["run", "pipeline.ron"]);
     let mut running = test.spawn();
     let b_running = || {
-        common::run_dirs(test.path()).first().and_then(|d| std::fs::read(d.join("state.json")).ok()).is_some_and(|b| {
-            serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|s| s["nodes"]["b"]["status"] == "running")
-        })
+        common::run_dirs(test.path())
+            .first()
+            .and_then(|d| engine::record::RunState::load(d).ok())
+            .is_some_and(|s| s.nodes.get("b").is_some_and(|b| b.status == "running"))
     };
     assert!(wait_until(Duration::from_secs(20), || ran(test.path()) == ["a", "b"] && b_running()), "b started");
     running.signal(libc::SIGKILL);

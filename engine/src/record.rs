@@ -1,5 +1,13 @@
 //! The run record: one more consumer of events. Keeps each node's log in `<run-dir>/<node>.log` and the run's
-//! state in `<run-dir>/state.json`, rewritten atomically (temp file, fsync, rename) at every node transition.
+//! state in `<run-dir>/state.json` plus `<run-dir>/journal.jsonl`.
+//!
+//! Every node transition (started, retrying, finished) is appended to the journal as one JSON line the moment it
+//! happens; `state.json` is a snapshot, rewritten atomically (temp file, fsync, rename) when the run starts,
+//! grows, restarts or ends, and whenever the journal has grown as long as the run has nodes, after which the
+//! journal starts empty again. Reading a run ([`RunState::load`]) is the snapshot with the journal replayed on
+//! it. A runner killed with SIGKILL loses nothing (the journal's lines are in the kernel's hands), and each
+//! transition costs one short write, not a rewrite of the whole state: rewriting it at every transition wrote
+//! 2.8 GB for a run of 2,000 steps.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -36,13 +44,83 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// Read a run's `state.json`; a damaged file is an error that names it.
+    /// Read a run: its `state.json` with the journal's transitions since replayed on it. A damaged file is an
+    /// error that names it; a last journal line cut short (the runner died while writing it) is left out.
     pub fn load(run_dir: &Path) -> Result<RunState, String> {
-        let path = run_dir.join("state.json");
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        let path = run_dir.join(STATE);
+        let damaged = |path: &Path, e: &dyn std::fmt::Display| {
             format!("{} is damaged ({e}): this run cannot be resumed or shown; start a new run", path.display())
-        })
+        };
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut state: RunState = serde_json::from_slice(&bytes).map_err(|e| damaged(&path, &e))?;
+        let journal = run_dir.join(JOURNAL);
+        let text = match std::fs::read_to_string(&journal) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
+            Err(e) => return Err(format!("cannot read {}: {e}", journal.display())),
+        };
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in complete.lines().filter(|l| !l.is_empty()) {
+            let transition: Transition = serde_json::from_str(line).map_err(|e| damaged(&journal, &e))?;
+            transition.apply(&mut state);
+        }
+        Ok(state)
+    }
+}
+
+const STATE: &str = "state.json";
+const JOURNAL: &str = "journal.jsonl";
+
+/// One line of the journal: a node's transition, as it changes the node's entry in the state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "transition", rename_all = "snake_case")]
+enum Transition {
+    Started {
+        node: String,
+        attempt: u32,
+        time: String,
+    },
+    Retrying {
+        node: String,
+        attempt: u32,
+    },
+    Finished {
+        node: String,
+        status: Status,
+        duration_ms: Option<u64>,
+        error: Option<String>,
+        outputs: BTreeMap<String, String>,
+        workspace: Option<PathBuf>,
+    },
+}
+
+impl Transition {
+    fn apply(&self, state: &mut RunState) {
+        match self {
+            Transition::Started { node, attempt, time } => {
+                if let Some(n) = state.nodes.get_mut(node) {
+                    n.status = "running".into();
+                    n.attempts = *attempt;
+                    n.started = Some(time.clone());
+                }
+            }
+            Transition::Retrying { node, attempt } => {
+                if let Some(n) = state.nodes.get_mut(node) {
+                    n.attempts = *attempt;
+                }
+            }
+            Transition::Finished { node, status, duration_ms, error, outputs, workspace } => {
+                if let Some(n) = state.nodes.get_mut(node) {
+                    n.status = status.as_str().into();
+                    if duration_ms.is_some() {
+                        n.duration_ms = *duration_ms;
+                    }
+                    n.error = error.clone();
+                    n.outputs = outputs.clone();
+                    n.workspace = workspace.clone();
+                }
+            }
+        }
     }
 }
 
@@ -67,6 +145,10 @@ pub struct Recorder {
     dir: PathBuf,
     state: RunState,
     logs: HashMap<String, BufWriter<File>>,
+    /// Opened at the first transition; emptied at each snapshot.
+    journal: Option<File>,
+    /// Transitions in the journal since the last snapshot.
+    journaled: usize,
     /// The first error met writing; the run goes on, the binary reports it at the end.
     pub error: Option<String>,
 }
@@ -76,12 +158,13 @@ impl Recorder {
     pub fn new(run_dir: &Path, pipeline_file: String, steps: BTreeMap<String, String>) -> std::io::Result<Self> {
         std::fs::create_dir_all(run_dir)?;
         let state = RunState { pipeline_file, steps, ..Default::default() };
-        Ok(Recorder { dir: run_dir.to_path_buf(), state, logs: HashMap::new(), error: None })
+        Ok(Self::resume(run_dir, state))
     }
 
-    /// Go on recording a run that was interrupted: its state is kept, its nodes' entries updated.
+    /// Go on recording a run that was interrupted: its state (journal replayed) is kept, its nodes' entries
+    /// updated.
     pub fn resume(run_dir: &Path, state: RunState) -> Self {
-        Recorder { dir: run_dir.to_path_buf(), state, logs: HashMap::new(), error: None }
+        Recorder { dir: run_dir.to_path_buf(), state, logs: HashMap::new(), journal: None, journaled: 0, error: None }
     }
 
     fn log_path(&self, node: &str) -> PathBuf {
@@ -132,20 +215,13 @@ impl Recorder {
                 if !self.logs.contains_key(node) {
                     self.logs.insert(node.clone(), BufWriter::new(File::create(path)?));
                 }
-                if let Some(n) = self.state.nodes.get_mut(node) {
-                    n.status = "running".into();
-                    n.attempts = *attempt;
-                    n.started = Some(time);
-                }
-                self.save()?;
+                self.record(Transition::Started { node: node.clone(), attempt: *attempt, time })?;
             }
             EventKind::NodeRetrying { node, attempt, reason, .. } => {
                 if let Some(log) = self.logs.get_mut(node) {
                     writeln!(log, "--- attempt {} failed: {reason}; retrying", attempt - 1)?;
                 }
-                if let Some(n) = self.state.nodes.get_mut(node) {
-                    n.attempts = *attempt;
-                }
+                self.record(Transition::Retrying { node: node.clone(), attempt: *attempt })?;
             }
             EventKind::Log { node, line, .. } => {
                 // Flushed per line: people follow logs with `tail -f` while the step runs.
@@ -158,16 +234,14 @@ impl Recorder {
                 if let Some(mut log) = self.logs.remove(node) {
                     log.flush()?;
                 }
-                if let Some(n) = self.state.nodes.get_mut(node) {
-                    n.status = status.as_str().into();
-                    if *status != Status::Skipped {
-                        n.duration_ms = Some(duration_ms.as_millis() as u64);
-                    }
-                    n.error = error.clone();
-                    n.outputs = outputs.clone();
-                    n.workspace = workspace.clone();
-                }
-                self.save()?;
+                self.record(Transition::Finished {
+                    node: node.clone(),
+                    status: *status,
+                    duration_ms: (*status != Status::Skipped).then_some(duration_ms.as_millis() as u64),
+                    error: error.clone(),
+                    outputs: outputs.clone(),
+                    workspace: workspace.clone(),
+                })?;
             }
             EventKind::RunFinished { status, .. } => {
                 for (_, mut log) in self.logs.drain() {
@@ -191,8 +265,41 @@ impl Recorder {
         self.state.nodes.insert(id.to_string(), NodeState { status: "pending".into(), log, ..Default::default() });
     }
 
-    fn save(&self) -> std::io::Result<()> {
-        write_atomic(&self.dir.join("state.json"), &serde_json::to_vec_pretty(&self.state)?)
+    /// Apply a transition and append it to the journal; snapshot once the journal is as long as the run has
+    /// nodes (so each transition costs a constant share of snapshots, whatever the run's size).
+    fn record(&mut self, transition: Transition) -> std::io::Result<()> {
+        transition.apply(&mut self.state);
+        let mut line = serde_json::to_vec(&transition)?;
+        line.push(b'\n');
+        if self.journal.is_none() {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(JOURNAL))?;
+            self.journal = Some(file);
+        }
+        if let Some(journal) = &mut self.journal {
+            // One write per line: a reader never sees half of it but at the very end of a killed run.
+            journal.write_all(&line)?;
+        }
+        self.journaled += 1;
+        if self.journaled >= self.state.nodes.len().max(64) {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Write the snapshot, then empty the journal it includes (a crash between the two replays transitions the
+    /// snapshot already holds: replaying them again changes nothing).
+    fn save(&mut self) -> std::io::Result<()> {
+        write_atomic(&self.dir.join(STATE), &serde_json::to_vec_pretty(&self.state)?)?;
+        if let Some(journal) = &self.journal {
+            journal.set_len(0)?;
+        } else if self.journaled == 0 {
+            match std::fs::remove_file(self.dir.join(JOURNAL)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        self.journaled = 0;
+        Ok(())
     }
 
     pub fn state(&self) -> &RunState {
@@ -217,4 +324,108 @@ fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, File)> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     Ok((tmp.clone(), File::create(tmp)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::{NodeInfo, RunStatus};
+
+    fn info(id: &str) -> NodeInfo {
+        NodeInfo { id: id.into(), step: id.into(), kind: "Shell", needs: Vec::new(), description: Arc::from("") }
+    }
+
+    fn started(nodes: &[&str]) -> Event {
+        Event::now(EventKind::RunStarted {
+            run_id: "r-1".into(),
+            pipeline: "p".into(),
+            nodes: nodes.iter().map(|n| info(n)).collect(),
+            jobs: 1,
+        })
+    }
+
+    fn finished(node: &str, status: Status) -> Event {
+        Event::now(EventKind::NodeFinished {
+            node: node.into(),
+            status,
+            duration_ms: Duration::from_millis(7),
+            outputs: BTreeMap::from([("K".to_string(), node.to_string())]),
+            error: None,
+            workspace: None,
+        })
+    }
+
+    fn node_started(node: &str) -> Event {
+        Event::now(EventKind::NodeStarted { node: node.into(), attempt: 1 })
+    }
+
+    #[test]
+    fn transitions_since_the_snapshot_are_read_back_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        recorder.handle(&started(&["a", "b"]));
+        recorder.handle(&node_started("a"));
+        recorder.handle(&finished("a", Status::Succeeded));
+        recorder.handle(&node_started("b"));
+        assert!(recorder.error.is_none(), "{:?}", recorder.error);
+        // The snapshot still says what it said when the run started; the journal has the rest.
+        let snapshot: RunState = serde_json::from_slice(&std::fs::read(dir.path().join(STATE)).unwrap()).unwrap();
+        assert_eq!(snapshot.nodes["a"].status, "pending");
+        let state = RunState::load(dir.path()).unwrap();
+        assert_eq!(state.nodes["a"].status, "succeeded");
+        assert_eq!(state.nodes["a"].outputs["K"], "a");
+        assert_eq!(state.nodes["a"].duration_ms, Some(7));
+        assert_eq!(state.nodes["b"].status, "running");
+    }
+
+    #[test]
+    fn a_journal_as_long_as_the_run_is_folded_into_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        recorder.handle(&started(&refs));
+        for id in &refs {
+            recorder.handle(&node_started(id));
+            recorder.handle(&finished(id, Status::Succeeded));
+        }
+        // 80 transitions: one snapshot after 64, 16 lines left in the journal.
+        let journal = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
+        assert_eq!(journal.lines().count(), 16, "{journal}");
+        let state = RunState::load(dir.path()).unwrap();
+        assert!(state.nodes.values().all(|n| n.status == "succeeded"));
+        recorder.handle(&Event::now(EventKind::RunFinished {
+            status: RunStatus::Succeeded,
+            duration_ms: Duration::from_millis(1),
+            critical_path: Vec::new(),
+            critical_path_ms: Duration::ZERO,
+        }));
+        assert_eq!(std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap(), "");
+        assert_eq!(RunState::load(dir.path()).unwrap().status, "succeeded");
+    }
+
+    #[test]
+    fn a_journal_line_cut_short_by_a_kill_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        recorder.handle(&started(&["a", "b"]));
+        recorder.handle(&node_started("a"));
+        let mut journal = std::fs::OpenOptions::new().append(true).open(dir.path().join(JOURNAL)).unwrap();
+        journal.write_all(br#"{"transition":"finished","node":"a","sta"#).unwrap();
+        let state = RunState::load(dir.path()).unwrap();
+        assert_eq!(state.nodes["a"].status, "running");
+    }
+
+    #[test]
+    fn a_damaged_journal_line_is_an_error_that_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        recorder.handle(&started(&["a"]));
+        std::fs::write(dir.path().join(JOURNAL), "not json\n").unwrap();
+        let err = RunState::load(dir.path()).unwrap_err();
+        assert!(err.contains("journal.jsonl is damaged"), "{err}");
+    }
 }
