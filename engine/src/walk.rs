@@ -192,7 +192,7 @@ impl Edges {
 }
 
 /// Nodes started in a row before finished tasks are taken in.
-const REAP_EVERY: usize = 64;
+const REAP_EVERY: usize = 32;
 
 /// Every node starts with no outputs: one shared empty map, not one allocation per node.
 static NO_OUTPUTS: std::sync::LazyLock<Arc<Outputs>> = std::sync::LazyLock::new(Arc::default);
