@@ -2,17 +2,13 @@
 //! deploy of each pipeline (dev, test, prod) and for the no-change re-run. Run: `cargo bench --bench deploy`
 //! (needs `scripts/moto install`). Figures go to README, not to asserts.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn venv_bin(name: &str) -> PathBuf {
-    let python = std::env::var_os("RUNNER_MOTO_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/runner-venv/bin/python"));
-    python.with_file_name(name)
-}
+use common::Moto;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -53,23 +49,8 @@ fn main() {
         println!("deploy: bench");
         return;
     }
-    let server = venv_bin("moto_server");
-    if !server.exists() {
-        eprintln!("skipping: {} is missing (scripts/moto install)", server.display());
-        return;
-    }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut moto = Command::new(server)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Some(moto) = Moto::start() else { return };
+    let port = moto.port;
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"), &copy.path().join("pipelines"));
     let state = tempfile::tempdir().unwrap();
@@ -92,6 +73,5 @@ fn main() {
         first_total.as_secs_f64() * 1e3,
         rerun_total.as_secs_f64() * 1e3
     );
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
 }

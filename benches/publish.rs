@@ -5,60 +5,29 @@
 //! PATH, cdk-assets when `RUNNER_CDK_ASSETS` names its binary or `~/.cache/runner-bench/node_modules/.bin/cdk-assets`
 //! exists: `npm install --prefix ~/.cache/runner-bench cdk-assets`). Figures go to README, not to asserts.
 
+mod common;
+
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::Moto;
 
 const SMALL: usize = 200;
 const LARGE: usize = 4;
 const MB: usize = 1024 * 1024;
 
-fn venv_bin(name: &str) -> PathBuf {
-    let python = std::env::var_os("RUNNER_MOTO_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/runner-venv/bin/python"));
-    python.with_file_name(name)
+/// What the bench asks of the emulator beyond starting it.
+trait BenchBucket {
+    fn with_bucket(self) -> Self;
+    fn objects(&self) -> usize;
 }
 
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let moto = Moto { child, port };
-        moto.python("boto3.client('s3', **kw).create_bucket(Bucket='bench')");
-        moto
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://localhost:{}", self.port)
-    }
-
-    fn python(&self, code: &str) -> String {
-        let script = format!(
-            "import boto3\nkw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='bench', \
-             aws_secret_access_key='bench')\n{code}\n",
-            self.endpoint()
-        );
-        let out = Command::new(venv_bin("python")).arg("-c").arg(script).output().expect("python");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+impl BenchBucket for Moto {
+    fn with_bucket(self) -> Self {
+        self.python("boto3.client('s3', **kw).create_bucket(Bucket='bench')");
+        self
     }
 
     fn objects(&self) -> usize {
@@ -68,13 +37,6 @@ impl Moto {
         )
         .parse()
         .unwrap_or(0)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -179,10 +141,9 @@ fn main() {
         println!("publish: bench");
         return;
     }
-    if !venv_bin("moto_server").exists() {
-        eprintln!("skipping: {} is missing (scripts/moto install)", venv_bin("moto_server").display());
-        return;
-    }
+    // Each tool gets a fresh emulator with the bucket; `None` when moto is not installed.
+    let fresh = || Moto::start().map(Moto::with_bucket);
+    let Some(moto) = fresh() else { return };
     let dir = tempfile::tempdir().unwrap();
     let files = write_data(dir.path());
     println!(
@@ -200,14 +161,13 @@ fn main() {
         );
     };
 
-    let moto = Moto::start();
     let first = timed(runner(dir.path(), &files), &moto);
     let second = timed(runner(dir.path(), &files), &moto);
     report("runner (Publish, max_parallel 16)", first, second, moto.objects());
     drop(moto);
 
     if aws_available() {
-        let moto = Moto::start();
+        let moto = fresh().expect("moto");
         let mut cp = Command::new("aws");
         cp.args(["s3", "cp", "--recursive", "--quiet", "data", "s3://bench/aws/"]).current_dir(dir.path());
         let first = timed(cp, &moto);
@@ -221,7 +181,7 @@ fn main() {
 
     match cdk_assets_bin() {
         Some(bin) => {
-            let moto = Moto::start();
+            let moto = fresh().expect("moto");
             let first = timed(cdk_assets(dir.path(), &files, &bin), &moto);
             let second = timed(cdk_assets(dir.path(), &files, &bin), &moto);
             report("cdk-assets publish", first, second, moto.objects());

@@ -176,25 +176,16 @@ impl EventSink {
 
     /// Progress from synchronous code (e.g. a libgit2 callback): dropped when the channel is full.
     pub fn try_progress(&self, done: u64, total: Option<u64>, unit: &str, message: impl Into<String>) {
-        let kind = EventKind::Progress {
-            node: self.node.to_string(),
-            done,
-            total,
-            unit: unit.to_string(),
-            message: message.into(),
-        };
-        let _ = self.tx.try_send(Event::now(kind));
+        let _ = self.tx.try_send(self.progress_event(done, total, unit, message.into()));
     }
 
     pub async fn progress(&self, done: u64, total: Option<u64>, unit: &str, message: impl Into<String>) {
-        let kind = EventKind::Progress {
-            node: self.node.to_string(),
-            done,
-            total,
-            unit: unit.to_string(),
-            message: message.into(),
-        };
-        let _ = self.tx.send(Event::now(kind)).await;
+        let _ = self.tx.send(self.progress_event(done, total, unit, message.into())).await;
+    }
+
+    fn progress_event(&self, done: u64, total: Option<u64>, unit: &str, message: String) -> Event {
+        let node = self.node.to_string();
+        Event::now(EventKind::Progress { node, done, total, unit: unit.to_string(), message })
     }
 }
 

@@ -603,6 +603,24 @@ async fn published_template(
 }
 
 /// Where a template goes in the request.
+/// A CreateStack, CreateChangeSet or UpdateStack request with what all three say of the stack: its name,
+/// parameters, tags, capabilities, execution role and template. A macro: the SDK's three builders share these
+/// methods but no trait.
+macro_rules! stack_request {
+    ($deployment:expr, $builder:expr, $template:expr) => {{
+        let req = $builder
+            .stack_name($deployment.name())
+            .set_parameters(Some($deployment.parameters()))
+            .set_tags(Some($deployment.tags()))
+            .set_capabilities(Some($deployment.capabilities()))
+            .set_role_arn($deployment.spec.execution_role.clone());
+        match $template {
+            TemplateSource::Body(b) => req.template_body(b),
+            TemplateSource::Url(u) => req.template_url(u),
+        }
+    }};
+}
+
 enum TemplateSource {
     Body(String),
     Url(String),
@@ -772,20 +790,9 @@ impl StackDeployment<'_> {
     async fn create(&self, template: &TemplateSource, resources: Option<u64>) -> Result<Status, StepError> {
         self.log(format!("creating stack {}", self.name())).await;
         let started = SystemTime::now();
-        let mut req = self
-            .cfn
-            .create_stack()
-            .stack_name(self.name())
-            .set_parameters(Some(self.parameters()))
-            .set_tags(Some(self.tags()))
-            .set_capabilities(Some(self.capabilities()))
-            .set_role_arn(self.spec.execution_role.clone())
+        let req = stack_request!(self, self.cfn.create_stack(), template)
             .enable_termination_protection(self.stack.termination_protection)
             .on_failure(OnFailure::Rollback);
-        req = match template {
-            TemplateSource::Body(b) => req.template_body(b),
-            TemplateSource::Url(u) => req.template_url(u),
-        };
         self.call(req.send(), "CreateStack").await?;
         let end = self.wait(started, resources.unwrap_or(0)).await?;
         if end.status == StackStatus::CreateComplete {
@@ -802,20 +809,9 @@ impl StackDeployment<'_> {
     ) -> Result<Status, StepError> {
         let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
         let change_set = format!("runner-{millis}-{}", self.ctx.attempt);
-        let mut req = self
-            .cfn
-            .create_change_set()
-            .stack_name(self.name())
+        let req = stack_request!(self, self.cfn.create_change_set(), template)
             .change_set_name(&change_set)
-            .change_set_type(ChangeSetType::Update)
-            .set_parameters(Some(self.parameters()))
-            .set_tags(Some(self.tags()))
-            .set_capabilities(Some(self.capabilities()))
-            .set_role_arn(self.spec.execution_role.clone());
-        req = match template {
-            TemplateSource::Body(b) => req.template_body(b),
-            TemplateSource::Url(u) => req.template_url(u),
-        };
+            .change_set_type(ChangeSetType::Update);
         if let Err(e) = req.send().await {
             if no_changes(e.message().unwrap_or_default()) {
                 self.log(format!("stack {} is up to date: nothing to change", self.name())).await;
@@ -888,18 +884,7 @@ impl StackDeployment<'_> {
 
     async fn update_directly(&self, template: &TemplateSource, resources: Option<u64>) -> Result<Status, StepError> {
         let started = SystemTime::now();
-        let mut req = self
-            .cfn
-            .update_stack()
-            .stack_name(self.name())
-            .set_parameters(Some(self.parameters()))
-            .set_tags(Some(self.tags()))
-            .set_capabilities(Some(self.capabilities()))
-            .set_role_arn(self.spec.execution_role.clone());
-        req = match template {
-            TemplateSource::Body(b) => req.template_body(b),
-            TemplateSource::Url(u) => req.template_url(u),
-        };
+        let req = stack_request!(self, self.cfn.update_stack(), template);
         if let Err(e) = req.send().await {
             if no_changes(e.message().unwrap_or_default()) {
                 self.log(format!("stack {} is up to date: no updates are to be performed", self.name())).await;
