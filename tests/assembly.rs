@@ -203,6 +203,53 @@ fn plan_shows_the_stacks_and_assets_of_an_existing_assembly() {
 }
 
 #[test]
+fn a_cdk_out_left_by_an_earlier_synth_is_not_planned_from_when_a_synth_runs_first() {
+    let pipeline = PIPELINE.replace(
+        r#"Step(id: "publish-dev", kind"#,
+        r#"Step(id: "synth", kind: Shell(commands: ["npx cdk synth"])),
+    Step(id: "publish-dev", needs: ["synth"], kind"#,
+    );
+    let test = Test::new().pipeline(&pipeline).args(&["plan", "pipeline.ron"]);
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    // The synth will write cdk.out again: its stacks are only known after it.
+    out.assert_stdout_contains("expands at run time");
+    assert!(!out.stdout.contains("deploy-dev/Dev-VpcStack"), "{}", out.dump());
+}
+
+/// A Source ahead of the stage: the assembly comes from its checkout.
+const FROM_SOURCE: &str = r#"Pipeline(name: "cdk", steps: [
+    Step(id: "source", kind: Source(repository: "https://git.example.invalid/datalake.git")),
+    Step(id: "publish-dev", needs: ["source"], kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+    Step(
+        id: "deploy-dev",
+        needs: ["publish-dev"],
+        kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Assembly(dir: "cdk.out", stage: "Dev")),
+    ),
+])"#;
+
+#[test]
+fn the_assembly_of_a_source_is_planned_from_its_local_checkout_not_from_the_current_directory() {
+    let checkout = tempfile::tempdir().unwrap();
+    common::copy_dir(&fixture(), &checkout.path().join("cdk.out"));
+    let source_dir = format!("source={}", checkout.path().display());
+    let out = Test::new().pipeline(FROM_SOURCE).args(&["plan", "pipeline.ron", "--source-dir", &source_dir]).run();
+    out.assert_code(0);
+    for node in ["publish-dev/AuditWriterFunction-Code", "deploy-dev/Dev-VpcStack", "deploy-dev/Dev-S3Stack"] {
+        out.assert_stdout_contains(node);
+    }
+
+    // Cloned when it runs: a cdk.out in the current directory says nothing of what the clone will hold.
+    let test = Test::new().pipeline(FROM_SOURCE).args(&["plan", "pipeline.ron"]);
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("expands at run time");
+    assert!(!out.stdout.contains("deploy-dev/Dev-VpcStack"), "{}", out.dump());
+}
+
+#[test]
 fn a_deploy_before_the_templates_are_published_says_to_publish_first() {
     let moto = Moto::start();
     bootstrap_by_hand(&moto, DEV);

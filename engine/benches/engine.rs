@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use engine::model::{Step, StepKind};
 use engine::plan::Plan;
-use engine::step::{Catalog, Expansion, NodeContext, NodeSuccess, PlanContext, StepError, StepRunner};
+use engine::step::{Catalog, Expansion, NodeContext, NodeSuccess, PlanContext, StepError, StepRunner, Upstream};
 use engine::walk::{self, RunOutcome, WalkOptions};
 use engine::RunStatus;
 use tokio::sync::{mpsc, watch};
@@ -72,7 +72,7 @@ impl Catalog for BenchCatalog {
         first_command(step).to_string()
     }
 
-    fn expand(&self, _step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
+    fn expand(&self, _step: &Step, _ctx: &PlanContext, _upstream: Upstream) -> Result<Expansion, String> {
         Ok(Expansion::Single)
     }
 

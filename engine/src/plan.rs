@@ -10,7 +10,7 @@ use petgraph::Direction;
 
 use crate::diagnostic::Diagnostic;
 use crate::event::NodeInfo;
-use crate::step::{Catalog, Expansion, Part, PlanContext};
+use crate::step::{Catalog, Expansion, Part, PlanContext, Upstream};
 use crate::validate::{Invalid, ValidPipeline};
 
 /// One node of the plan.
@@ -49,9 +49,10 @@ impl Plan {
         let mut errors = Vec::new();
         // A step's nodes are added one after the other: their indices are a range.
         let mut nodes_of: Vec<std::ops::Range<u32>> = Vec::with_capacity(steps.len());
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         for (i, step) in steps.iter().enumerate() {
             let kind = step.kind.name();
-            let expansion = catalog.expand(step, ctx).unwrap_or_else(|message| {
+            let expansion = catalog.expand(step, ctx, Upstream::new(steps, &index, i)).unwrap_or_else(|message| {
                 let span = pipeline.loaded.source_map().nearest(&format!("steps[{i}].kind"));
                 errors.push(Diagnostic::error(format!("cannot plan `{}`: {message}", step.id), span));
                 Expansion::Single
@@ -96,7 +97,6 @@ impl Plan {
             }
             nodes_of.push(first..graph.node_count() as u32);
         }
-        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         for (i, step) in steps.iter().enumerate() {
             for need in &step.needs {
                 let n = index[need.as_str()];

@@ -1,6 +1,6 @@
 //! The contract between the engine and the step kinds (implemented in the `steps` crate).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,14 +40,55 @@ pub struct PlanContext {
     pub base_dir: PathBuf,
 }
 
+/// The steps upstream of one step (what it needs, what those need, ...), nearest first, each once. Found as it is
+/// iterated: planning a 100k-step pipeline must not walk every step's ancestry.
+pub struct Upstream<'a> {
+    steps: &'a [Step],
+    index: &'a HashMap<&'a str, usize>,
+    start: Option<usize>,
+    queue: std::collections::VecDeque<usize>,
+    seen: HashSet<usize>,
+}
+
+impl<'a> Upstream<'a> {
+    /// The steps upstream of `steps[step]`; `index` maps step ids to positions.
+    pub fn new(steps: &'a [Step], index: &'a HashMap<&'a str, usize>, step: usize) -> Self {
+        Upstream { steps, index, start: Some(step), queue: Default::default(), seen: HashSet::new() }
+    }
+
+    fn push_needs(&mut self, of: usize) {
+        for need in &self.steps[of].needs {
+            if let Some(&n) = self.index.get(need.as_str()) {
+                if self.seen.insert(n) {
+                    self.queue.push_back(n);
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Upstream<'a> {
+    type Item = &'a Step;
+
+    fn next(&mut self) -> Option<&'a Step> {
+        if let Some(start) = self.start.take() {
+            self.seen.insert(start);
+            self.push_needs(start);
+        }
+        let next = self.queue.pop_front()?;
+        self.push_needs(next);
+        Some(&self.steps[next])
+    }
+}
+
 /// The step kinds known to a build of `runner`.
 pub trait Catalog: Send + Sync {
     /// Kind-specific problems, as (path relative to the step's `kind`, e.g. `commands[0]`, message).
     fn check(&self, kind: &StepKind) -> Vec<(String, String)>;
     /// One line saying what the step (or one of its parts) will do.
     fn describe(&self, step: &Step, part: Option<&str>) -> String;
-    /// Nodes the step becomes at plan time.
-    fn expand(&self, step: &Step, ctx: &PlanContext) -> Result<Expansion, String>;
+    /// Nodes the step becomes at plan time; `upstream` walks the steps that run before it.
+    fn expand(&self, step: &Step, ctx: &PlanContext, upstream: Upstream<'_>) -> Result<Expansion, String>;
     /// Whether the step's `${...}` are resolved before it runs (a Source replaced by a local checkout needs none).
     fn resolves_fields(&self, _step: &Step) -> bool {
         true
@@ -245,5 +286,32 @@ impl StepError {
 
     pub fn stopped(reason: StopReason, message: impl Into<String>) -> Self {
         StepError { kind: StepErrorKind::Stopped(reason), message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(text: &str) -> crate::model::Pipeline {
+        crate::load::parse(std::path::Path::new("p.ron"), text.to_string()).unwrap().pipeline
+    }
+
+    #[test]
+    fn upstream_walks_every_ancestor_once_nearest_first() {
+        let p = pipeline(
+            r#"Pipeline(name: "p", steps: [
+                Step(id: "a", kind: Shell(commands: ["x"])),
+                Step(id: "b", needs: ["a"], kind: Shell(commands: ["x"])),
+                Step(id: "c", needs: ["a"], kind: Shell(commands: ["x"])),
+                Step(id: "d", needs: ["b", "c"], kind: Shell(commands: ["x"])),
+                Step(id: "e", kind: Shell(commands: ["x"])),
+            ])"#,
+        );
+        let index: HashMap<&str, usize> = p.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let ids = |i: usize| Upstream::new(&p.steps, &index, i).map(|s| s.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(3), ["b", "c", "a"]);
+        assert_eq!(ids(1), ["a"]);
+        assert!(ids(4).is_empty());
     }
 }

@@ -10,7 +10,7 @@ use engine::event::{Event, EventKind, RunStatus, Status};
 use engine::model::{Step, StepKind};
 use engine::plan::Plan;
 use engine::step::{
-    Catalog, Expansion, NodeContext, NodeSuccess, Part, PlanContext, StepError, StepRunner, StopReason,
+    Catalog, Expansion, NodeContext, NodeSuccess, Part, PlanContext, StepError, StepRunner, StopReason, Upstream,
 };
 use engine::walk::{self, RunOutcome, WalkOptions};
 use tokio::sync::{mpsc, watch};
@@ -110,7 +110,7 @@ impl Catalog for TestCatalog {
         format!("test step {} {}", step.id, part.unwrap_or(""))
     }
 
-    fn expand(&self, step: &Step, _ctx: &PlanContext) -> Result<Expansion, String> {
+    fn expand(&self, step: &Step, _ctx: &PlanContext, _upstream: Upstream) -> Result<Expansion, String> {
         let c = commands(step);
         if let Some(list) = c.iter().find_map(|c| c.strip_prefix("parts:")) {
             return Ok(Expansion::Parts(parse_parts(list)));

@@ -148,14 +148,17 @@ pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
     }
 }
 
-/// One node per stack, ordered by `depends_on`. An assembly's stacks: known now when the assembly exists in
-/// `base_dir`, else when the node runs (after the step that synthesizes it).
-pub fn expand(spec: &DeploySpec, base_dir: &std::path::Path) -> Result<Expansion, String> {
+/// One node per stack, ordered by `depends_on`. An assembly's stacks: known now when the assembly is in the
+/// step's workspace and nothing upstream can change it before the step runs (`workspace` says where, or `None`),
+/// else when the node runs (after the step that synthesizes it).
+pub fn expand(spec: &DeploySpec, workspace: impl FnOnce() -> Option<std::path::PathBuf>) -> Result<Expansion, String> {
     if let Stacks::Assembly { dir, stage } = &spec.stacks {
-        let root = base_dir.join(dir);
-        if dir.contains("${") || spec.account.contains("${") || !assembly::exists(&root) {
+        if dir.contains("${") || spec.account.contains("${") {
             return Ok(Expansion::AtRunTime);
         }
+        let Some(root) = workspace().map(|w| w.join(dir)).filter(|root| assembly::exists(root)) else {
+            return Ok(Expansion::AtRunTime);
+        };
         let stage = assembly::load_stage(&root, stage)?;
         return Ok(Expansion::Parts(assembly_parts(spec, &stage)?));
     }

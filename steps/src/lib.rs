@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use engine::model::{Step, StepKind};
-use engine::step::{Catalog, Expansion, PlanContext, StepError, StepRunner};
+use engine::step::{Catalog, Expansion, PlanContext, StepError, StepRunner, Upstream};
 
 /// Every step kind this build knows, with the run's options that steps need.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +47,27 @@ impl StepCatalog {
             None => self.codebuild.as_ref().map(|cb| cb.checkout_for(source_id)),
         }
     }
+
+    /// The workspace a step will run in, when what is there now is what it will find: nothing upstream may change
+    /// it first. A Shell step may write it (a `cdk synth`), a Source clones it only when it runs (unless a local
+    /// checkout stands in for it); with two Sources upstream, which one the step works in is settled at run time.
+    /// `None`: read the workspace when the step runs.
+    fn plan_time_workspace(&self, ctx: &PlanContext, upstream: Upstream) -> Option<std::path::PathBuf> {
+        let mut checkout = None;
+        for step in upstream {
+            match &step.kind {
+                StepKind::Shell(_) => return None,
+                StepKind::Source(_) => {
+                    let dir = self.checkout_of(&step.id)?.dir().to_path_buf();
+                    if checkout.replace(dir).is_some() {
+                        return None;
+                    }
+                }
+                StepKind::Deploy(_) | StepKind::Publish(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {}
+            }
+        }
+        Some(ctx.base_dir.join(checkout.unwrap_or_default()))
+    }
 }
 
 impl Catalog for StepCatalog {
@@ -72,10 +93,10 @@ impl Catalog for StepCatalog {
         }
     }
 
-    fn expand(&self, step: &Step, ctx: &PlanContext) -> Result<Expansion, String> {
+    fn expand(&self, step: &Step, ctx: &PlanContext, upstream: Upstream) -> Result<Expansion, String> {
         match &step.kind {
-            StepKind::Deploy(spec) => deploy::expand(spec, &ctx.base_dir),
-            StepKind::Publish(spec) => publish::expand(spec, &ctx.base_dir),
+            StepKind::Deploy(spec) => deploy::expand(spec, || self.plan_time_workspace(ctx, upstream)),
+            StepKind::Publish(spec) => publish::expand(spec, || self.plan_time_workspace(ctx, upstream)),
             StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {
                 Ok(Expansion::Single)
             }

@@ -97,15 +97,18 @@ pub fn describe(spec: &PublishSpec, part: Option<&str>) -> String {
     }
 }
 
-/// Files: one node. Assembly: one node per asset when the assembly exists now, else one node expanding at run time.
-pub fn expand(spec: &PublishSpec, base_dir: &Path) -> Result<Expansion, String> {
+/// Files: one node. Assembly: one node per asset when the assembly is in the step's workspace and nothing upstream
+/// can change it first (`workspace`, as for Deploy), else one node expanding at run time.
+pub fn expand(spec: &PublishSpec, workspace: impl FnOnce() -> Option<PathBuf>) -> Result<Expansion, String> {
     match &spec.assets {
         PublishAssets::Files { .. } => Ok(Expansion::Single),
         PublishAssets::Assembly { dir, stage } => {
-            let root = base_dir.join(dir);
-            if dir.contains("${") || !assembly::exists(&root) {
+            if dir.contains("${") {
                 return Ok(Expansion::AtRunTime);
             }
+            let Some(root) = workspace().map(|w| w.join(dir)).filter(|root| assembly::exists(root)) else {
+                return Ok(Expansion::AtRunTime);
+            };
             Ok(Expansion::Parts(parts(spec, &assembly::load_stage(&root, stage)?)))
         }
     }
