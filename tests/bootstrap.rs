@@ -44,6 +44,9 @@ rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguratio
 result["sse"] = rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
 iam = client("iam")
 result["roles"] = sorted(r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("cdk-"))
+lookup = "cdk-hnb659fds-lookup-role-{account}-us-east-1"
+result["lookup_policies"] = iam.list_role_policies(RoleName=lookup)["PolicyNames"]
+result["repositories"] = [r["repositoryName"] for r in client("ecr").describe_repositories()["repositories"]]
 result["version"] = client("ssm").get_parameter(Name="/cdk-bootstrap/hnb659fds/version")["Parameter"]["Value"]
 trust = iam.get_role(RoleName="cdk-hnb659fds-deploy-role-{account}-us-east-1")["Role"]["AssumeRolePolicyDocument"]
 result["trust"] = str(trust)
@@ -60,7 +63,17 @@ result["stack"] = client("cloudformation").describe_stacks(StackName="CDKToolkit
                 format!("cdk-hnb659fds-cfn-exec-role-{account}-us-east-1"),
                 format!("cdk-hnb659fds-deploy-role-{account}-us-east-1"),
                 format!("cdk-hnb659fds-file-publishing-role-{account}-us-east-1"),
+                format!("cdk-hnb659fds-image-publishing-role-{account}-us-east-1"),
+                format!("cdk-hnb659fds-lookup-role-{account}-us-east-1"),
             ])
+        );
+        // Read-only through the AWS managed policy (which the emulator does not attach from a template), and never
+        // kms:Decrypt.
+        assert_eq!(state["lookup_policies"], serde_json::json!(["no-decrypt"]), "{state}");
+        assert_eq!(
+            state["repositories"],
+            serde_json::json!([format!("cdk-hnb659fds-container-assets-{account}-us-east-1")]),
+            "docker assets have their repository: {state}"
         );
         assert!(state["trust"].as_str().unwrap().contains(DEPLOYMENT), "the deployment account is trusted: {state}");
     }
