@@ -111,7 +111,7 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "\ncritical path: {} ({} of {} wall)",
-                self.critical_path.join(" -> "),
+                spell_path(&self.critical_path),
                 format_duration(self.critical_path_duration),
                 format_duration(self.wall)
             );
@@ -138,6 +138,21 @@ impl Summary {
         let _ = writeln!(out, "run {} {verdict}: {}; logs in {}", self.run_id, counts.join(", "), self.run_dir);
         out
     }
+}
+
+/// A chain of nodes as `a -> b -> c`; a long one keeps its first and last five and says how many it leaves out
+/// (a 2,000-step pipeline's path would fill the screen; the JSON `run_finished` event has all of it).
+fn spell_path(path: &[String]) -> String {
+    const ENDS: usize = 5;
+    if path.len() <= 2 * ENDS + 2 {
+        return path.join(" -> ");
+    }
+    format!(
+        "{} -> ({} more) -> {}",
+        path[..ENDS].join(" -> "),
+        path.len() - 2 * ENDS,
+        path[path.len() - ENDS..].join(" -> ")
+    )
 }
 
 fn first_line(s: &str) -> &str {
@@ -179,5 +194,28 @@ pub fn finished_line(status: Status, duration: Duration, error: Option<&str>) ->
         }
         (_, Some(e)) => format!("{status} after {}: {e}", format_duration(duration)),
         (_, None) => format!("{status} in {}", format_duration(duration)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("s{i}")).collect()
+    }
+
+    #[test]
+    fn a_short_critical_path_is_spelled_whole() {
+        assert_eq!(spell_path(&path(3)), "s0 -> s1 -> s2");
+        assert_eq!(spell_path(&path(12)).matches(" -> ").count(), 11);
+    }
+
+    #[test]
+    fn a_long_critical_path_keeps_its_ends_and_counts_the_rest() {
+        assert_eq!(
+            spell_path(&path(200)),
+            "s0 -> s1 -> s2 -> s3 -> s4 -> (190 more) -> s195 -> s196 -> s197 -> s198 -> s199"
+        );
     }
 }
