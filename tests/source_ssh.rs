@@ -547,8 +547,10 @@ fn a_wrong_passphrase_fails_the_source_and_appears_nowhere() {
     let wrong = unique("wrong");
     let auth = format!(r#"SshKey(path: "{}", passphrase: Env("RUNNER_TEST_SSH_PASSPHRASE"))"#, key.path());
     let (test, out) = run_source(&remote, &auth, |t| t.env("RUNNER_TEST_SSH_PASSPHRASE", &wrong));
-    // libssh2 cannot decrypt the key, so libgit2 never offers it: its error is all the runner can say.
-    assert_fetch_failed(&remote, &test, &out, "failed to authenticate SSH session");
+    // libssh2 cannot decrypt the key, so libgit2 never offers it; the runner names the key and the likely cause.
+    let reason =
+        format!("cannot use the SSH key {}: a wrong passphrase, or a key format libssh2 cannot read", key.path());
+    assert_fetch_failed(&remote, &test, &out, &reason);
     assert!(!remote.server.accepted(&key), "sshd accepted the key\n{}", remote.server.log());
     assert_secret_nowhere(test.path(), &out, &wrong);
 }
@@ -612,7 +614,8 @@ fn an_unknown_ssh_host_key_is_refused_before_any_key_is_offered() {
             Some(text) => fs::write(remote.known_hosts(), text).unwrap(),
         }
         let (test, out) = run_source(&remote, &auth, |t| t);
-        assert_fetch_failed(&remote, &test, &out, "invalid or unknown remote ssh hostkey");
+        assert_fetch_failed(&remote, &test, &out, "the SSH server's host key is not in ~/.ssh/known_hosts");
+        out.assert_stdout_contains("ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts");
         let log = remote.server.log();
         assert!(!log.contains("Accepted key ") && !remote.server.accepted(&key), "{case}: the key was offered\n{log}");
     }

@@ -571,16 +571,20 @@ impl Redactor {
 }
 
 /// Every URL in a text without the user name or password written into it: `(https://u:p@host/x)` becomes
-/// `(https://***@host/x)`.
+/// `(https://***@host/x)`. An SSH URL keeps its user name (`ssh://git@host/x`: not a secret; an HTTPS user name can
+/// be a token).
 fn scrub_urls_in(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
+        let scheme_start = head[..i].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+')).map_or(0, |p| p + 1);
+        let ssh = matches!(head[scheme_start..i].to_ascii_lowercase().as_str(), "ssh" | "git+ssh");
         let end = tail.find(|c: char| c.is_whitespace() || "/?#)'\"`>".contains(c)).unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
+            Some(at) if ssh && !authority[..at].contains(':') => out.push_str(authority),
             Some(at) => {
                 out.push_str("***");
                 out.push_str(&authority[at..]);
@@ -778,6 +782,18 @@ impl Job {
             git2::ErrorClass::Http => format!("the remote answered with an error: {message}"),
             git2::ErrorClass::Ssh if e.code() == git2::ErrorCode::Auth => {
                 format!("the remote refused the SSH credentials ({}): {message}", self.auth_text)
+            }
+            git2::ErrorClass::Ssh if e.code() == git2::ErrorCode::Certificate || message.contains("hostkey") => {
+                format!(
+                    "the SSH server's host key is not in ~/.ssh/known_hosts, or differs from the one there ({message}); \
+                     check it and add it as for ssh itself, e.g. `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`"
+                )
+            }
+            git2::ErrorClass::Ssh if message.contains("private key") => {
+                format!(
+                    "cannot use {}: a wrong passphrase, or a key format libssh2 cannot read ({message})",
+                    self.auth_text
+                )
             }
             _ if e.code() == git2::ErrorCode::NotFound && Scheme::of(&self.url) == Scheme::Local => {
                 format!("no git repository there: {message}")
@@ -993,6 +1009,17 @@ fn commit_outputs(commit: &git2::Commit) -> Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_keep_an_ssh_user_name_but_no_https_credentials() {
+        assert_eq!(
+            scrub_urls_in("cannot fetch ssh://git@host:2222/a.git at main"),
+            "cannot fetch ssh://git@host:2222/a.git at main"
+        );
+        assert_eq!(scrub_urls_in("(git+ssh://u:pw@host/a)"), "(git+ssh://***@host/a)");
+        assert_eq!(scrub_urls_in("see https://ghp_abc@github.com/a.git"), "see https://***@github.com/a.git");
+        assert_eq!(scrub_urls_in("x https://u:p@h/y and ssh://git@h/z"), "x https://***@h/y and ssh://git@h/z");
+    }
 
     #[test]
     fn urls_lose_their_user_and_password() {
