@@ -772,6 +772,9 @@ impl Job {
             return format!("the remote asks for {asked}, but the Source gives {}", self.auth_text);
         }
         let message = e.message().trim_end_matches('.');
+        if e.code() == git2::ErrorCode::Certificate && e.class() != git2::ErrorClass::Ssh {
+            return certificate_error(&self.url, message);
+        }
         match e.class() {
             git2::ErrorClass::Net | git2::ErrorClass::Os | git2::ErrorClass::Ssl => {
                 format!("the remote cannot be reached: {message}")
@@ -968,6 +971,28 @@ impl Job {
     }
 }
 
+/// libgit2 refused the server's TLS certificate (`message`: libgit2's reason): say which way, and how a private
+/// certificate authority is trusted (OpenSSL's default verify paths, which read `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+fn certificate_error(url: &str, message: &str) -> String {
+    if message.contains("hostname does not match") {
+        return format!("the server's certificate is not for `{}` ({message})", url_host(url));
+    }
+    format!(
+        "the server's certificate is not trusted ({message}): if a private certificate authority issued it, set \
+         SSL_CERT_FILE to a PEM bundle that includes that authority's certificate"
+    )
+}
+
+/// The host of a URL, without user or port: `127.0.0.1` for `https://ci@127.0.0.1:8443/a.git`.
+fn url_host(url: &str) -> &str {
+    let authority = url.split("://").nth(1).unwrap_or(url).split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
 /// The cache's bare repository; one that cannot be opened (e.g. left half-made) is made again.
 fn open_cache(path: &Path) -> Result<git2::Repository, String> {
     if let Ok(repo) = git2::Repository::open_bare(path) {
@@ -1041,6 +1066,23 @@ mod tests {
             r.redact("no credentials in https://h/a@b or mail@example.com"),
             "no credentials in https://h/a@b or mail@example.com"
         );
+    }
+
+    #[test]
+    fn certificate_errors_say_what_is_wrong_and_how_to_trust_a_private_authority() {
+        let untrusted = certificate_error("https://git.corp.example:8443/infra.git", "the SSL certificate is invalid");
+        assert_eq!(
+            untrusted,
+            "the server's certificate is not trusted (the SSL certificate is invalid): if a private certificate \
+             authority issued it, set SSL_CERT_FILE to a PEM bundle that includes that authority's certificate"
+        );
+        assert_eq!(
+            certificate_error("https://ci@git.corp.example:8443/infra.git", "hostname does not match certificate"),
+            "the server's certificate is not for `git.corp.example` (hostname does not match certificate)"
+        );
+        assert_eq!(url_host("https://127.0.0.1/a.git"), "127.0.0.1");
+        assert_eq!(url_host("https://[::1]:8443/a.git"), "[::1]");
+        assert_eq!(url_host("https://[::1]/a.git"), "[::1]");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! A real smart-HTTP git server for tests: `git http-backend` run as a CGI program behind a tiny HTTP/1.1 server
 //! on a loopback port, demanding `Authorization: Basic` with a given token as the password (any user name).
 //! One request per connection (`Connection: close`); every request is recorded.
+//!
+//! Over plain `http://` ([`GitHttpServer::start`]) or `https://` ([`GitHttpServer::start_https`]): TLS terminated
+//! with rustls, the server's certificate issued by a throwaway [`TestCa`] made with rcgen.
 
 #![allow(dead_code)]
 
@@ -8,11 +11,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use base64::Engine;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// One request the server saw.
 #[derive(Debug, Clone)]
@@ -22,6 +27,8 @@ pub struct Request {
     pub query: String,
     /// The `Authorization` header carried the right token.
     pub authorized: bool,
+    /// It came over TLS.
+    pub tls: bool,
     pub status: u16,
     /// The request body (git's upload-pack negotiation), as text.
     pub body: String,
@@ -29,9 +36,61 @@ pub struct Request {
 
 pub struct GitHttpServer {
     pub port: u16,
+    tls: bool,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     requests: Arc<Mutex<Vec<Request>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+/// A throwaway certificate authority: its certificate (PEM) is what a client must trust.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA parameters");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("self-signed CA certificate");
+        TestCa { pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) }
+    }
+
+    /// The authority's certificate, PEM: the file to point `SSL_CERT_FILE` at.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A server certificate for `names` (IP addresses and DNS names; the first is also the common name) signed by
+    /// this authority, as a rustls server configuration (sending the server's certificate alone, as servers whose
+    /// authority is known to their clients do).
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("names");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &self.issuer).expect("server certificate");
+        let chain = vec![cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        // The provider named, not left to the crate features the whole build happens to enable.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate and key");
+        Arc::new(config)
+    }
 }
 
 /// `git http-backend`, wherever this git keeps it.
@@ -47,39 +106,71 @@ impl GitHttpServer {
     /// Serves the repositories under `root` (`http://127.0.0.1:PORT/<dir name>`); `token`: the password every
     /// request must carry (`None`: no authentication).
     pub fn start(root: &Path, token: Option<&str>) -> GitHttpServer {
+        GitHttpServer::serve_on(root, token, None)
+    }
+
+    /// The same over HTTPS (`https://127.0.0.1:PORT/<dir name>`), presenting the certificate of `tls`.
+    pub fn start_https(root: &Path, token: Option<&str>, tls: Arc<rustls::ServerConfig>) -> GitHttpServer {
+        GitHttpServer::serve_on(root, token, Some(tls))
+    }
+
+    /// The listening socket is bound before this returns, so a client may connect at once (the kernel queues the
+    /// connection until the accept loop takes it): no readiness to wait for.
+    fn serve_on(root: &Path, token: Option<&str>, tls: Option<Arc<rustls::ServerConfig>>) -> GitHttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let backend = http_backend();
         let (root, token) = (root.to_path_buf(), token.map(str::to_string));
+        let is_tls = tls.is_some();
         let thread = {
-            let (stop, requests) = (Arc::clone(&stop), Arc::clone(&requests));
+            let (stop, requests, connections) = (Arc::clone(&stop), Arc::clone(&requests), Arc::clone(&connections));
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let (backend, root, token, requests) =
-                        (backend.clone(), root.clone(), token.clone(), Arc::clone(&requests));
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    // A client that stops talking cannot keep a thread forever.
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                    let (backend, root, token, requests, tls) =
+                        (backend.clone(), root.clone(), token.clone(), Arc::clone(&requests), tls.clone());
                     std::thread::spawn(move || {
-                        if let Some(request) = serve(stream, &backend, &root, token.as_deref()) {
+                        let request = match tls {
+                            None => serve(stream, false, &backend, &root, token.as_deref()),
+                            Some(config) => serve_tls(stream, config, &backend, &root, token.as_deref()),
+                        };
+                        if let Some(request) = request {
                             requests.lock().unwrap().push(request);
                         }
                     });
                 }
             })
         };
-        GitHttpServer { port, stop, thread: Some(thread), requests }
+        GitHttpServer { port, tls: is_tls, stop, thread: Some(thread), requests, connections }
     }
 
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        self.url_at("127.0.0.1", name)
+    }
+
+    /// The URL naming the server by `host` (`localhost`: a name rather than the address).
+    pub fn url_at(&self, host: &str, name: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}:{}/{name}", self.port)
     }
 
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted (with or without a request on them: a client that gave up during or right after
+    /// the TLS handshake counts too).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -94,7 +185,7 @@ impl Drop for GitHttpServer {
     }
 }
 
-fn respond(stream: &mut TcpStream, status: u16, reason: &str, headers: &[(String, String)], body: &[u8]) {
+fn respond(stream: &mut impl Write, status: u16, reason: &str, headers: &[(String, String)], body: &[u8]) {
     let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -105,9 +196,26 @@ fn respond(stream: &mut TcpStream, status: u16, reason: &str, headers: &[(String
     let _ = stream.flush();
 }
 
+/// TLS on an accepted connection, then the request inside it; `None` when the handshake failed or the client hung up
+/// without a request (e.g. because it did not trust the certificate).
+fn serve_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    backend: &Path,
+    root: &Path,
+    token: Option<&str>,
+) -> Option<Request> {
+    let connection = rustls::ServerConnection::new(config).ok()?;
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    let request = serve(&mut tls, true, backend, root, token);
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    request
+}
+
 /// Handles one request on a connection; `None` when the connection carried no request (the wake-up connect).
-fn serve(mut stream: TcpStream, backend: &Path, root: &Path, token: Option<&str>) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
+fn serve<S: Read + Write>(stream: S, tls: bool, backend: &Path, root: &Path, token: Option<&str>) -> Option<Request> {
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -161,12 +269,13 @@ fn serve(mut stream: TcpStream, backend: &Path, root: &Path, token: Option<&str>
         path: path.to_string(),
         query: query.to_string(),
         authorized,
+        tls,
         status: 401,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     if !authorized {
         let headers = [("WWW-Authenticate".to_string(), "Basic realm=\"git\"".to_string())];
-        respond(&mut stream, 401, "Unauthorized", &headers, b"authentication required\n");
+        respond(reader.get_mut(), 401, "Unauthorized", &headers, b"authentication required\n");
         return Some(request);
     }
     let mut cgi = Command::new(backend);
@@ -221,6 +330,6 @@ fn serve(mut stream: TcpStream, backend: &Path, root: &Path, token: Option<&str>
         }
     }
     request.status = status;
-    respond(&mut stream, status, if status == 200 { "OK" } else { "Error" }, &response_headers, &body);
+    respond(reader.get_mut(), status, if status == 200 { "OK" } else { "Error" }, &response_headers, &body);
     Some(request)
 }
