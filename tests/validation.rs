@@ -59,6 +59,21 @@ fn an_unknown_step_kind_is_reported_with_its_name_and_line() {
 }
 
 #[test]
+fn a_misspelt_field_suggests_the_closest_valid_name() {
+    let text = r#"Pipeline(
+    name: "misspelt",
+    steps: [
+        Step(id: "a", kind: Shell(comands: ["true"])),
+    ],
+)
+"#;
+    let out = validate(text);
+    out.assert_code(2).assert_stderr_contains("unexpected field named `comands`");
+    out.assert_stderr_contains("did you mean `commands`?");
+    assert_diagnostic_line(&out, line_of(text, "comands"));
+}
+
+#[test]
 fn a_missing_id_is_reported_with_the_field_name_and_line() {
     let text = r#"Pipeline(
     name: "missing-id",

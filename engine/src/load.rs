@@ -76,10 +76,20 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, LoadError> {
                 end = start + text[start..].chars().next().map_or(0, char::len_utf8);
             }
             let message = lower_first(&e.code.to_string());
-            let diagnostic = Box::new(Diagnostic::error(message, Some(Span { start, end })));
+            let mut diagnostic = Box::new(Diagnostic::error(message, Some(Span { start, end })));
+            diagnostic.label = suggestion(&diagnostic.message).map(|name| format!("did you mean `{name}`?"));
             Err(LoadError::Syntax { path: path.to_path_buf(), text, diagnostic })
         }
     }
+}
+
+/// For ron's "unexpected field named `comands` in `Shell`, expected one of `commands`, `program`, or `args`": the
+/// expected name closest to the one written, if one is close.
+fn suggestion(message: &str) -> Option<&str> {
+    let (head, expected) = message.split_once(", expected")?;
+    let written = head.split('`').nth(1)?;
+    let names = expected.split('`').skip(1).step_by(2);
+    crate::validate::closest(written, names).filter(|name| *name != written)
 }
 
 fn lower_first(s: &str) -> String {
@@ -117,6 +127,20 @@ mod tests {
             syntax_error("Pipeline(name: \"p\", steps: [\n  Step(id: \"a\", kind: Shel(commands: [\"x\"])),\n])");
         assert!(msg.contains("Shel"), "{msg}");
         assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn a_misspelt_field_or_kind_gets_the_closest_name_suggested() {
+        let suggested = |text: &str| match parse(Path::new("p.ron"), text.to_string()) {
+            Err(LoadError::Syntax { diagnostic, .. }) => diagnostic.label,
+            other => panic!("expected a syntax error, got {other:?}"),
+        };
+        let shell = "Pipeline(name: \"p\", steps: [Step(id: \"a\", kind: Shell(comands: [\"x\"]))])";
+        assert_eq!(suggested(shell).as_deref(), Some("did you mean `commands`?"));
+        let kind = "Pipeline(name: \"p\", steps: [Step(id: \"a\", kind: Shel(commands: [\"x\"]))])";
+        assert_eq!(suggested(kind).as_deref(), Some("did you mean `Shell`?"));
+        let far = "Pipeline(name: \"p\", steps: [Step(id: \"a\", kind: Shell(zzzzzzzz: [\"x\"]))])";
+        assert_eq!(suggested(far), None);
     }
 
     #[test]
