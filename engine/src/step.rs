@@ -1,7 +1,7 @@
 //! The contract between the engine and the step kinds (implemented in the `steps` crate).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,11 +159,10 @@ impl StopSignal {
 
 /// Everything a running node gets.
 pub struct NodeContext {
-    // What every node of a run shares is shared, not copied: a node's context is built for each node started.
-    pub run_id: Arc<str>,
-    pub pipeline: Arc<str>,
-    pub node: Arc<str>,
-    pub step: crate::model::StepId,
+    pub run_id: String,
+    pub pipeline: String,
+    pub node: String,
+    pub step: String,
     /// The part of an expanded step, `None` for the step's own node.
     pub part: Option<String>,
     pub attempt: u32,
@@ -174,9 +173,9 @@ pub struct NodeContext {
     /// Environment added for the step: outputs of its needs, defaults' env, the step's env.
     pub env: BTreeMap<String, String>,
     /// This run's directory under the state dir (`.runner/runs/<run-id>`).
-    pub run_dir: Arc<Path>,
+    pub run_dir: PathBuf,
     /// Directory for run-independent caches (`.runner`).
-    pub state_dir: Arc<Path>,
+    pub state_dir: PathBuf,
     /// Where the node may write `KEY=VALUE` lines that become its outputs.
     pub output_file: PathBuf,
     pub timeout: Option<Duration>,

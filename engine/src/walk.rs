@@ -137,14 +137,6 @@ impl Node {
     }
 }
 
-/// What the contexts of all nodes of a walk hold alike, allocated once.
-struct Shared {
-    run_id: Arc<str>,
-    pipeline: Arc<str>,
-    run_dir: Arc<Path>,
-    state_dir: Arc<Path>,
-}
-
 /// One direction of the walk's edges (needs, or dependents): the plan's in one flat array indexed by node, in
 /// ascending order, plus those spliced in at run time. Two small vectors per node would cost ~100 bytes more.
 #[derive(Default)]
@@ -342,8 +334,6 @@ struct Walker<'p> {
     errors: HashMap<usize, Box<str>>,
     /// When fingerprints are kept: what each started node's result depends on.
     fingerprints: HashMap<usize, Box<str>>,
-    /// What every node's context holds alike.
-    shared: Shared,
     /// Node index by id, built the first time a `${steps...}` reference is resolved.
     by_id: Option<HashMap<Arc<str>, usize>>,
     stop: watch::Sender<Option<StopReason>>,
@@ -360,8 +350,6 @@ impl<'p> Walker<'p> {
         let nodes: Vec<Node> =
             g.node_indices().map(|n| Node::new(g[n].id.clone(), g[n].step, needs.count(n.index()))).collect();
         let (stop, _) = watch::channel(None);
-        let (plan_run_id, run_dir, state_dir) =
-            (options.run_id.clone(), options.run_dir.clone(), options.state_dir.clone());
         Walker {
             plan,
             catalog,
@@ -373,12 +361,6 @@ impl<'p> Walker<'p> {
             parts: HashMap::new(),
             errors: HashMap::new(),
             fingerprints: HashMap::new(),
-            shared: Shared {
-                run_id: Arc::from(plan_run_id.as_str()),
-                pipeline: Arc::from(plan.pipeline.loaded.pipeline.name.as_str()),
-                run_dir: Arc::from(run_dir.as_path()),
-                state_dir: Arc::from(state_dir.as_path()),
-            },
             by_id: None,
             stop,
             restart: None,
@@ -501,25 +483,20 @@ impl<'p> Walker<'p> {
             self.fingerprints.insert(i, fp.into());
         }
         let node = &self.nodes[i];
-        // `<run dir>/<node id>.outputs`, where a part's `/` makes a folder per step (as `node_file_stem`), in one
-        // allocation.
-        let mut output_file = PathBuf::with_capacity(self.shared.run_dir.as_os_str().len() + node.id.len() + 9);
-        output_file.push(&*self.shared.run_dir);
-        output_file.push(&*node.id);
-        output_file.as_mut_os_string().push(".outputs");
+        let file_stem = node_file_stem(&node.id);
         let ctx = NodeContext {
-            run_id: self.shared.run_id.clone(),
-            pipeline: self.shared.pipeline.clone(),
-            node: node.id.clone(),
-            step: step.id.clone(),
+            run_id: self.options.run_id.clone(),
+            pipeline: self.plan.pipeline.loaded.pipeline.name.clone(),
+            node: node.id.to_string(),
+            step: step.id.to_string(),
             part: self.part(i).map(str::to_string),
             attempt: 1,
             workspace,
             working_dir,
             env,
-            run_dir: self.shared.run_dir.clone(),
-            state_dir: self.shared.state_dir.clone(),
-            output_file,
+            run_dir: self.options.run_dir.clone(),
+            state_dir: self.options.state_dir.clone(),
+            output_file: self.options.run_dir.join(format!("{}.outputs", file_stem.display())),
             timeout: settings.timeout,
             // Replaced at each attempt by one that also carries the node's own stop (timeout).
             stop: StopSignal::new(self.stop.subscribe(), self.stop.subscribe()),
@@ -799,7 +776,7 @@ async fn attempts(
         let reason = result.err().map(|e| e.message).unwrap_or_default();
         attempt += 1;
         let ev =
-            EventKind::NodeRetrying { node: ctx.node.to_string(), attempt, delay_ms: delay.as_millis() as u64, reason };
+            EventKind::NodeRetrying { node: ctx.node.clone(), attempt, delay_ms: delay.as_millis() as u64, reason };
         let _ = ctx.events_sender().send(Event::now(ev)).await;
         let mut stop = ctx.stop.clone();
         tokio::select! {
@@ -808,8 +785,7 @@ async fn attempts(
                 return Err(StepError::stopped(reason, "stopped while waiting to retry"));
             }
         }
-        let _ =
-            ctx.events_sender().send(Event::now(EventKind::NodeStarted { node: ctx.node.to_string(), attempt })).await;
+        let _ = ctx.events_sender().send(Event::now(EventKind::NodeStarted { node: ctx.node.clone(), attempt })).await;
     }
 }
 

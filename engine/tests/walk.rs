@@ -153,7 +153,7 @@ impl StepRunner for TestRunner {
             result = Err(StepError::failed(format!("attempt {} failed", ctx.attempt)));
         }
         self.log.lock().unwrap().push(Ran {
-            node: ctx.node.to_string(),
+            node: ctx.node.clone(),
             part: ctx.part.clone(),
             attempt: ctx.attempt,
             env: ctx.env.clone(),

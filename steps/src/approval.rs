@@ -59,7 +59,7 @@ impl StepRunner for ApprovalStep {
             outputs.insert("APPROVED_BY".into(), by.to_string());
             NodeSuccess { outputs, ..Default::default() }
         };
-        if self.settings.pre_approved.contains(ctx.step.as_str()) {
+        if self.settings.pre_approved.contains(&ctx.step) {
             ctx.events.log(Stream::Runner, "approved up front (--approve)").await;
             return Ok(approved("--approve"));
         }

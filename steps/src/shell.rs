@@ -87,8 +87,8 @@ impl StepRunner for ShellStep {
             cmd.current_dir(&ctx.working_dir)
                 .envs(&ctx.env)
                 .env("RUNNER_OUTPUT", &ctx.output_file)
-                .env("RUNNER_RUN_ID", &*ctx.run_id)
-                .env("RUNNER_STEP", &*ctx.node)
+                .env("RUNNER_RUN_ID", &ctx.run_id)
+                .env("RUNNER_STEP", &ctx.node)
                 .env("RUNNER_WORKSPACE", &ctx.workspace)
                 .env("RUNNER_ATTEMPT", ctx.attempt.to_string());
             let which =

@@ -276,7 +276,7 @@ impl StepRunner for SourceStep {
         })?;
         let redactor = Redactor::new(credentials.as_ref().map(Credentials::secrets).unwrap_or_default());
         let cache = ctx.state_dir.join("cache").join("git").join(cache_key(&url));
-        let dest = ctx.state_dir.join("workspaces").join(&*ctx.pipeline).join(&*ctx.node);
+        let dest = ctx.state_dir.join("workspaces").join(&ctx.pipeline).join(&ctx.node);
         ctx.events.log(Stream::Runner, format!("fetching {what} into the cache {}", cache.display())).await;
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
