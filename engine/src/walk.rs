@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use petgraph::graph::NodeIndex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -513,7 +514,12 @@ impl<'p> Walker<'p> {
         let ctx = Box::new(ctx);
         tasks.spawn(async move {
             let started = Instant::now();
-            let result = attempts(runner, ctx, settings, run_stop).await;
+            // A panic in a step is a bug, but it fails that node (and skips what needs it) like any failure,
+            // instead of leaving it to be reported as never started.
+            let result = std::panic::AssertUnwindSafe(attempts(runner, ctx, settings, run_stop))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(StepError::failed(format!("the step panicked: {}", panic_text(&*panic)))));
             (i, started.elapsed(), result)
         });
         Ok(None)
@@ -746,6 +752,11 @@ impl subst::Lookup for NodeValues<'_> {
 /// A node id as a relative file path: parts of expanded steps go in a folder named after the step.
 pub fn node_file_stem(id: &str) -> PathBuf {
     id.split('/').collect()
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
 }
 
 /// Run a node's attempts: timeout per attempt, retries with doubling backoff, stop signals honoured.

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 struct Behaviour {
     sleep: Option<Duration>,
     fail: bool,
+    panic: bool,
     fail_first: u32,
     outputs: BTreeMap<String, String>,
     expand: Vec<Part>,
@@ -53,6 +54,8 @@ impl Behaviour {
                 b.sleep = Some(Duration::from_millis(ms.parse().unwrap()));
             } else if c == "fail" {
                 b.fail = true;
+            } else if c == "panic" {
+                b.panic = true;
             } else if let Some(n) = c.strip_prefix("fail-first:") {
                 b.fail_first = n.parse().unwrap();
             } else if let Some(kv) = c.strip_prefix("out:") {
@@ -148,6 +151,9 @@ impl StepRunner for TestRunner {
                 _ = tokio::time::sleep(d) => {}
                 reason = stop.stronger_than(None) => result = Err(StepError::stopped(reason, "stopped")),
             }
+        }
+        if b.panic {
+            panic!("index out of bounds: the len is 0 but the index is 0");
         }
         if result.is_ok() && (b.fail || ctx.attempt <= b.fail_first) {
             result = Err(StepError::failed(format!("attempt {} failed", ctx.attempt)));
@@ -324,6 +330,31 @@ async fn a_failed_node_skips_its_dependents_while_an_independent_branch_finishes
         .iter()
         .any(|e| matches!(&e.kind, EventKind::NodeStarted { node, .. } if node == "b" || node == "c")));
     assert_eq!(w.status("c"), Status::Skipped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_panics_fails_its_node_and_skips_its_dependents() {
+    let catalog = Arc::new(TestCatalog::default());
+    let p = plan(
+        &catalog,
+        &[
+            r#"Step(id: "a", kind: Shell(commands: ["panic"]))"#,
+            r#"Step(id: "b", needs: ["a"], kind: Shell(commands: ["x"]))"#,
+            r#"Step(id: "c", kind: Shell(commands: ["x"]))"#,
+        ],
+    );
+    let w = walk_plan(&p, &catalog, 0, false).await;
+    assert_eq!(w.outcome.status, RunStatus::Failed);
+    let finished = w.finished();
+    assert_eq!(finished["a"], [Status::Failed]);
+    assert_eq!(finished["b"], [Status::Skipped]);
+    assert_eq!(finished["c"], [Status::Succeeded]);
+    let a = w.outcome.nodes.iter().find(|n| &*n.id == "a").unwrap();
+    assert_eq!(
+        a.error.as_deref(),
+        Some("the step panicked: index out of bounds: the len is 0 but the index is 0"),
+        "{a:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
