@@ -6,8 +6,6 @@
 mod common;
 mod git_http;
 
-use std::path::Path;
-
 use common::*;
 use git_http::{GitHttpServer, TestCa};
 use tempfile::TempDir;
@@ -22,22 +20,16 @@ struct Remote {
     ca_dir: TempDir,
 }
 
-fn unique_token(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{tag}-{}-{nanos:x}-Tls7", std::process::id())
-}
-
 /// The server's certificate names `names` (IP addresses or DNS names).
 fn https_remote(names: &[&str]) -> Remote {
     let work = GitRepo::new();
     work.commit_file("file.txt", "first\n", "first commit");
     work.commit_file("file.txt", "main over tls\n", "second: main");
-    let root = tempfile::Builder::new().prefix("runner-test-git-root-").tempdir().unwrap();
-    git_in(root.path(), &["clone", "-q", "--bare", &work.path_str(), "infra.git"]);
+    let root = bare_clone(&work);
     let ca = TestCa::new("runner test CA");
     let ca_dir = tempfile::Builder::new().prefix("runner-test-ca-").tempdir().unwrap();
     std::fs::write(ca_dir.path().join("ca.pem"), ca.pem()).unwrap();
-    let token = unique_token("tls-tok");
+    let token = unique_secret("tls-tok");
     let server = GitHttpServer::start_https(root.path(), Some(&token), ca.server_config(names));
     Remote { work, _root: root, server, token, ca_dir }
 }
@@ -86,34 +78,6 @@ fn run_source(remote: &Remote, url: &str, trust_ca: bool) -> (Test, Output) {
     (test, out)
 }
 
-/// No file under `dir` (the run's state.json and journal.jsonl, the logs, the cache, the workspace) and nothing the
-/// runner printed holds `secret`.
-fn assert_secret_nowhere(dir: &Path, out: &Output, secret: &str) {
-    assert!(!out.combined().contains(secret), "the token appears in the runner's output\n{}", out.dump());
-    let run = single_run_dir(dir);
-    for record in ["state.json", "journal.jsonl"] {
-        assert!(run.join(record).is_file(), "no {record} in {}", run.display());
-    }
-    let mut stack = vec![dir.to_path_buf()];
-    let mut files = 0;
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()) {
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files += 1;
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "the token appears in {}",
-                    path.display()
-                );
-            }
-        }
-    }
-    assert!(files > 10, "expected the run state, logs and cache under {}, found {files} files", dir.display());
-}
-
 #[test]
 fn a_source_clones_over_https_with_a_token() {
     let remote = https_remote(&["127.0.0.1", "localhost"]);
@@ -130,6 +94,7 @@ fn a_source_clones_over_https_with_a_token() {
         "no authorized fetch reached the server: {requests:?}"
     );
     assert_secret_nowhere(test.path(), &out, &remote.token);
+    assert_run_recorded(test.path());
 }
 
 #[test]
@@ -147,6 +112,7 @@ fn a_server_certificate_from_an_unknown_authority_is_refused() {
     assert!(requests.iter().all(|r| !r.authorized), "the token was sent over an unverified connection: {requests:?}");
     assert!(requests.is_empty(), "requests over an unverified connection: {requests:?}");
     assert_secret_nowhere(test.path(), &out, &remote.token);
+    assert_run_recorded(test.path());
 }
 
 #[test]
@@ -164,6 +130,7 @@ fn a_certificate_for_another_host_is_refused() {
     assert!(remote.server.connections() > 0, "the runner never connected to the server\n{}", out.dump());
     assert!(remote.server.requests().is_empty(), "requests to the wrong host: {:?}", remote.server.requests());
     assert_secret_nowhere(test.path(), &out, &remote.token);
+    assert_run_recorded(test.path());
 
     // By address: refused too, and nothing sent. The message is libgit2's, not the mismatch: libgit2 1.9 finds no
     // address among the certificate's names (only DNS names), falls back to the subject's common name with a stale
@@ -176,4 +143,5 @@ fn a_certificate_for_another_host_is_refused() {
     assert!(remote.server.connections() > connections, "the runner never connected to the server\n{}", out.dump());
     assert!(remote.server.requests().is_empty(), "requests to the wrong host: {:?}", remote.server.requests());
     assert_secret_nowhere(test.path(), &out, &remote.token);
+    assert_run_recorded(test.path());
 }

@@ -6,7 +6,7 @@ mod common;
 mod emulator;
 mod git_http;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -22,26 +22,14 @@ struct Remote {
     token: String,
 }
 
-fn unique_token(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{tag}-{}-{nanos:x}-Zq9", std::process::id())
-}
-
 fn remote() -> Remote {
-    remote_with(Some(unique_token("tok")))
+    remote_with(Some(unique_secret("tok")))
 }
 
 fn remote_with(token: Option<String>) -> Remote {
-    let work = GitRepo::new();
-    work.commit_file("file.txt", "first\n", "first commit");
-    work.branch("dev");
-    work.commit_file("file.txt", "main\n", "second: main");
-    work.checkout("dev");
-    work.commit_file("file.txt", "dev\n", "third: dev");
-    work.checkout("main");
+    let work = main_and_dev_repository();
     work.tag("v1");
-    let root = tempfile::Builder::new().prefix("runner-test-git-root-").tempdir().unwrap();
-    git_in(root.path(), &["clone", "-q", "--bare", &work.path_str(), "infra.git"]);
+    let root = bare_clone(&work);
     let server = GitHttpServer::start(root.path(), token.as_deref());
     Remote { work, root, server, token: token.unwrap_or_default() }
 }
@@ -106,31 +94,6 @@ fn run_source(remote: &Remote, reference: &str, auth: &str, configure: impl FnOn
     (test, out)
 }
 
-/// Every file under `dir` (the run state, logs, outputs, the cache, the workspace) and the runner's output: none
-/// holds `secret`.
-fn assert_secret_nowhere(dir: &Path, out: &Output, secret: &str) {
-    assert!(!secret.is_empty());
-    assert!(!out.combined().contains(secret), "the secret appears in the runner's output\n{}", out.dump());
-    let mut stack = vec![dir.to_path_buf()];
-    let mut files = 0;
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()) {
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files += 1;
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "the secret appears in {}",
-                    path.display()
-                );
-            }
-        }
-    }
-    assert!(files > 10, "expected the run state, logs and cache under {}, found {files} files", dir.display());
-}
-
 #[test]
 fn a_token_from_the_environment_fetches_over_http_and_appears_in_no_output_log_or_state_file() {
     let remote = remote();
@@ -184,7 +147,7 @@ fn basic_authentication_sends_the_user_name_and_password() {
 #[test]
 fn a_wrong_token_fails_with_an_error_naming_the_repository_and_branch_and_never_the_token() {
     let remote = remote();
-    let wrong = unique_token("wrong");
+    let wrong = unique_secret("wrong");
     let (test, out) = run_source(&remote, r#"Branch("dev")"#, r#"Token(Env("RUNNER_TEST_GIT_TOKEN"))"#, |t| {
         t.env("RUNNER_TEST_GIT_TOKEN", &wrong)
     });

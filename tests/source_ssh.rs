@@ -65,12 +65,6 @@ fn current_user() -> &'static str {
     })
 }
 
-/// A value no other run uses (a passphrase), so that finding it somewhere means it leaked from this test.
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{tag}-{}-{nanos:x}-Zq9", std::process::id())
-}
-
 /// A key pair made with ssh-keygen.
 struct Key {
     private: PathBuf,
@@ -353,15 +347,8 @@ struct Remote {
 }
 
 fn remote() -> Remote {
-    let work = GitRepo::new();
-    work.commit_file("file.txt", "first\n", "first commit");
-    work.branch("dev");
-    work.commit_file("file.txt", "main\n", "second: main");
-    work.checkout("dev");
-    work.commit_file("file.txt", "dev\n", "third: dev");
-    work.checkout("main");
-    let root = tempfile::Builder::new().prefix("runner-test-git-root-").tempdir().unwrap();
-    git_in(root.path(), &["clone", "-q", "--bare", &work.path_str(), "infra.git"]);
+    let work = main_and_dev_repository();
+    let root = bare_clone(&work);
     let server = SshServer::start();
     let home = tempfile::Builder::new().prefix("runner-test-home-").tempdir().unwrap();
     fs::create_dir_all(home.path().join(".ssh")).unwrap();
@@ -458,36 +445,6 @@ fn assert_fetch_failed(remote: &Remote, test: &Test, out: &Output, reason: &str)
     assert!(!test.exists("seen.txt"), "the downstream step ran\n{}", out.dump());
 }
 
-/// Neither the runner's output nor any file under the test's directory (`.runner/`: logs, state.json,
-/// journal.jsonl, the cache, the workspace) holds `secret`.
-fn assert_secret_nowhere(dir: &Path, out: &Output, secret: &str) {
-    assert!(!secret.is_empty());
-    assert!(!out.stdout.contains(secret), "the secret appears on stdout\n{}", out.dump());
-    assert!(!out.stderr.contains(secret), "the secret appears on stderr\n{}", out.dump());
-    let mut stack = vec![dir.to_path_buf()];
-    let mut files = Vec::new();
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap().filter_map(|e| e.ok()) {
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = fs::read(&path) {
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "the secret appears in {}",
-                    path.display()
-                );
-                files.push(path);
-            }
-        }
-    }
-    let run = single_run_dir(dir);
-    for name in ["state.json", "journal.jsonl"] {
-        assert!(files.iter().any(|f| f.starts_with(&run) && f.ends_with(name)), "no {name} under {}", run.display());
-    }
-    assert!(files.len() > 10, "expected the run state, logs and cache under {}, found {files:?}", dir.display());
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------------------------
@@ -528,7 +485,7 @@ fn rsa_and_ecdsa_key_files_work_too_in_the_openssh_and_the_pem_format() {
 #[test]
 fn a_source_clones_over_ssh_with_a_passphrase_protected_key() {
     let remote = remote();
-    let passphrase = unique("pass");
+    let passphrase = unique_secret("pass");
     let key = remote.key("id_ed25519_protected", &passphrase);
     remote.server.authorize(&key);
     let auth = format!(r#"SshKey(path: "{}", passphrase: Env("RUNNER_TEST_SSH_PASSPHRASE"))"#, key.path());
@@ -536,15 +493,16 @@ fn a_source_clones_over_ssh_with_a_passphrase_protected_key() {
     assert_cloned_main(&remote, &test, &out);
     assert!(remote.server.accepted(&key), "sshd did not log the key as accepted\n{}", remote.server.log());
     assert_secret_nowhere(test.path(), &out, &passphrase);
+    assert_run_recorded(test.path());
 }
 
 #[test]
 fn a_wrong_passphrase_fails_the_source_and_appears_nowhere() {
     let remote = remote();
-    let passphrase = unique("right");
+    let passphrase = unique_secret("right");
     let key = remote.key("id_ed25519_protected", &passphrase);
     remote.server.authorize(&key);
-    let wrong = unique("wrong");
+    let wrong = unique_secret("wrong");
     let auth = format!(r#"SshKey(path: "{}", passphrase: Env("RUNNER_TEST_SSH_PASSPHRASE"))"#, key.path());
     let (test, out) = run_source(&remote, &auth, |t| t.env("RUNNER_TEST_SSH_PASSPHRASE", &wrong));
     // libssh2 cannot decrypt the key, so libgit2 never offers it; the runner names the key and the likely cause.
@@ -553,6 +511,7 @@ fn a_wrong_passphrase_fails_the_source_and_appears_nowhere() {
     assert_fetch_failed(&remote, &test, &out, &reason);
     assert!(!remote.server.accepted(&key), "sshd accepted the key\n{}", remote.server.log());
     assert_secret_nowhere(test.path(), &out, &wrong);
+    assert_run_recorded(test.path());
 }
 
 #[test]

@@ -588,9 +588,68 @@ pub fn single_run_dir(dir: &Path) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
+/// A value no other run uses (a token, a passphrase), so that finding it somewhere means it leaked from this test.
+pub fn unique_secret(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{tag}-{}-{nanos:x}-Zq9", std::process::id())
+}
+
+/// Neither the runner's output nor any file under `dir` (the run state, logs, outputs, the cache, the workspace)
+/// holds `secret`; more than ten files were looked at.
+pub fn assert_secret_nowhere(dir: &Path, out: &Output, secret: &str) {
+    assert!(!secret.is_empty());
+    assert!(!out.combined().contains(secret), "the secret appears in the runner's output\n{}", out.dump());
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap().filter_map(|e| e.ok()) {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = fs::read(&path) {
+                files += 1;
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "the secret appears in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files > 10, "expected the run state, logs and cache under {}, found {files} files", dir.display());
+}
+
+/// The only run under `dir` kept its state: `state.json` and `journal.jsonl`.
+pub fn assert_run_recorded(dir: &Path) {
+    let run = single_run_dir(dir);
+    for record in ["state.json", "journal.jsonl"] {
+        assert!(run.join(record).is_file(), "no {record} in {}", run.display());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Git repositories
 // ---------------------------------------------------------------------------------------------------------------
+
+/// The repository the remote Source tests fetch: `main` with two commits (`file.txt` says `main`), `dev` from the
+/// first (`file.txt` says `dev`), `main` checked out.
+pub fn main_and_dev_repository() -> GitRepo {
+    let work = GitRepo::new();
+    work.commit_file("file.txt", "first\n", "first commit");
+    work.branch("dev");
+    work.commit_file("file.txt", "main\n", "second: main");
+    work.checkout("dev");
+    work.commit_file("file.txt", "dev\n", "third: dev");
+    work.checkout("main");
+    work
+}
+
+/// A bare clone of `work` at `<returned dir>/infra.git`, as a server serves it.
+pub fn bare_clone(work: &GitRepo) -> TempDir {
+    let root = tempfile::Builder::new().prefix("runner-test-git-root-").tempdir().unwrap();
+    git_in(root.path(), &["clone", "-q", "--bare", &work.path_str(), "infra.git"]);
+    root
+}
 
 /// A real git repository in a temporary directory, made with the `git` CLI. Works without any git configuration
 /// on the machine (identity and defaults are passed on every command).
