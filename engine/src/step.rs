@@ -65,19 +65,29 @@ impl<'a> Upstream<'a> {
             }
         }
     }
-}
 
-impl<'a> Iterator for Upstream<'a> {
-    type Item = &'a Step;
-
-    fn next(&mut self) -> Option<&'a Step> {
+    /// The position of the next step upstream.
+    fn next_index(&mut self) -> Option<usize> {
         if let Some(start) = self.start.take() {
             self.seen.insert(start);
             self.push_needs(start);
         }
         let next = self.queue.pop_front()?;
         self.push_needs(next);
-        Some(&self.steps[next])
+        Some(next)
+    }
+
+    /// Whether `steps[target]` is upstream (validation: an output reference must name a step that runs before).
+    pub fn contains(mut self, target: usize) -> bool {
+        std::iter::from_fn(|| self.next_index()).any(|n| n == target)
+    }
+}
+
+impl<'a> Iterator for Upstream<'a> {
+    type Item = &'a Step;
+
+    fn next(&mut self) -> Option<&'a Step> {
+        self.next_index().map(|n| &self.steps[n])
     }
 }
 

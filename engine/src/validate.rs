@@ -9,7 +9,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::load::Loaded;
 use crate::model::Step;
 use crate::source_map::Span;
-use crate::step::Catalog;
+use crate::step::{Catalog, Upstream};
 use crate::subst::{self, Piece};
 
 /// The longest timeout that still makes sense for one attempt of a step.
@@ -348,7 +348,7 @@ impl<'a> Validator<'a> {
             }
             return;
         };
-        if acyclic && !is_upstream(steps, index, i, target) {
+        if acyclic && !Upstream::new(steps, index, i).contains(target) {
             self.error(
                 path,
                 format!("`{}` refers to output `{key}` of `{node}`, which is not upstream of it", steps[i].id),
@@ -413,26 +413,6 @@ fn cycle_through(steps: &[Step], index: &HashMap<&str, usize>, members: &BTreeSe
     }
     dfs(start, start, &mut path, &mut seen, &dependents);
     path
-}
-
-/// Whether `target` is upstream of step `from` (transitively needed). Iterative: chains may be long.
-pub fn is_upstream(steps: &[Step], index: &HashMap<&str, usize>, from: usize, target: usize) -> bool {
-    let mut seen = vec![false; steps.len()];
-    let mut stack = vec![from];
-    while let Some(i) = stack.pop() {
-        for need in &steps[i].needs {
-            if let Some(&n) = index.get(need.as_str()) {
-                if n == target {
-                    return true;
-                }
-                if !seen[n] {
-                    seen[n] = true;
-                    stack.push(n);
-                }
-            }
-        }
-    }
-    false
 }
 
 /// Every string of a serialized step kind with its source path (enum variant names are transparent).
