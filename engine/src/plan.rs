@@ -27,10 +27,15 @@ pub struct PlanNode {
 }
 
 impl PlanNode {
-    /// The part of an expanded step this node is (what follows `<step>/`; a step id holds no `/`).
     pub fn part(&self) -> Option<&str> {
-        self.id.split_once('/').map(|(_, part)| part)
+        part_of(&self.id)
     }
+}
+
+/// The part of an expanded step a node id names: what follows `<step>/` (a step id holds no `/`); `None` for a
+/// step's own node. Parts spliced in at run time are named the same way.
+pub fn part_of(node_id: &str) -> Option<&str> {
+    node_id.split_once('/').map(|(_, part)| part)
 }
 
 /// The DAG of nodes, edges from a node to the nodes that need it.

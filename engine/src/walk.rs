@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use petgraph::graph::NodeIndex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -110,8 +109,7 @@ pub struct NodeOutcome {
 }
 
 /// What the walker knows of one node while it walks. Kept to 64 bytes: a walk of 100k steps holds 100k of them.
-/// What few nodes have is kept beside: edges in [`Edges`], parts of spliced nodes, errors and fingerprints in
-/// maps of the [`Walker`].
+/// What few nodes have is kept beside: edges in [`Edges`], errors and fingerprints in maps of the [`Walker`].
 struct Node {
     /// Shared with the plan node and the `RunStarted` event.
     id: Arc<str>,
@@ -171,20 +169,20 @@ impl Edges {
         Edges { at, to, added: HashMap::new() }
     }
 
-    fn of(&self, i: usize) -> impl Iterator<Item = usize> + Clone + '_ {
-        let planned: &[u32] = match (self.at.get(i), self.at.get(i + 1)) {
+    /// Node i's edges from the plan (none for a spliced node).
+    fn planned(&self, i: usize) -> &[u32] {
+        match (self.at.get(i), self.at.get(i + 1)) {
             (Some(&a), Some(&b)) => &self.to[a as usize..b as usize],
             _ => &[],
-        };
-        planned.iter().map(|&n| n as usize).chain(self.added.get(&i).into_iter().flatten().copied())
+        }
+    }
+
+    fn of(&self, i: usize) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.planned(i).iter().map(|&n| n as usize).chain(self.added.get(&i).into_iter().flatten().copied())
     }
 
     fn count(&self, i: usize) -> usize {
-        let planned = match (self.at.get(i), self.at.get(i + 1)) {
-            (Some(&a), Some(&b)) => (b - a) as usize,
-            _ => 0,
-        };
-        planned + self.added.get(&i).map_or(0, Vec::len)
+        self.planned(i).len() + self.added.get(&i).map_or(0, Vec::len)
     }
 
     fn add(&mut self, i: usize, more: impl IntoIterator<Item = usize>) {
@@ -329,8 +327,6 @@ struct Walker<'p> {
     nodes: Vec<Node>,
     needs: Edges,
     dependents: Edges,
-    /// Parts of the nodes spliced in at run time (plan nodes have theirs in the plan).
-    parts: HashMap<usize, Arc<str>>,
     /// Why nodes did not succeed.
     errors: HashMap<usize, Box<str>>,
     /// When fingerprints are kept: what each started node's result depends on.
@@ -359,7 +355,6 @@ impl<'p> Walker<'p> {
             nodes,
             needs,
             dependents,
-            parts: HashMap::new(),
             errors: HashMap::new(),
             fingerprints: HashMap::new(),
             by_id: None,
@@ -403,15 +398,6 @@ impl<'p> Walker<'p> {
                 error: self.errors.remove(&i).map(String::from),
             })
             .collect()
-    }
-
-    /// The part of an expanded step a node runs.
-    fn part(&self, i: usize) -> Option<&str> {
-        if i < self.plan.graph.node_count() {
-            self.plan.graph[NodeIndex::new(i)].part()
-        } else {
-            self.parts.get(&i).map(|p| &**p)
-        }
     }
 
     /// Resolve the node's step, build its context and spawn it.
@@ -490,7 +476,7 @@ impl<'p> Walker<'p> {
             pipeline: self.plan.pipeline.loaded.pipeline.name.clone(),
             node: node.id.to_string(),
             step: step.id.to_string(),
-            part: self.part(i).map(str::to_string),
+            part: crate::plan::part_of(&node.id).map(str::to_string),
             attempt: 1,
             workspace,
             working_dir,
@@ -681,7 +667,6 @@ impl<'p> Walker<'p> {
             }
             let k = self.nodes.len();
             self.nodes.push(Node::new(id, step, pending));
-            self.parts.insert(k, Arc::from(p.name.as_str()));
             for &n in &needs {
                 if n >= first {
                     self.dependents.add(n, [k]);
