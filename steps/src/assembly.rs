@@ -183,8 +183,17 @@ pub fn stage_names(root: &Path) -> Result<Vec<String>, String> {
 }
 
 /// Whether an assembly exists at `root` (its `manifest.json` does).
-pub fn exists(root: &Path) -> bool {
+fn exists(root: &Path) -> bool {
     root.join("manifest.json").is_file()
+}
+
+/// Where to read the assembly `dir` while planning: in the step's workspace (`workspace`: `None` when it is only
+/// settled at run time), if it is there and its path needs no substitution. `None`: expand at run time.
+pub fn at_plan_time(dir: &str, workspace: impl FnOnce() -> Option<PathBuf>) -> Option<PathBuf> {
+    if dir.contains("${") {
+        return None;
+    }
+    workspace().map(|w| w.join(dir)).filter(|root| exists(root))
 }
 
 /// Read stage `stage` of the assembly at `root`.

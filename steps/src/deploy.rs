@@ -153,10 +153,10 @@ pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
 /// else when the node runs (after the step that synthesizes it).
 pub fn expand(spec: &DeploySpec, workspace: impl FnOnce() -> Option<std::path::PathBuf>) -> Result<Expansion, String> {
     if let Stacks::Assembly { dir, stage } = &spec.stacks {
-        if dir.contains("${") || spec.account.contains("${") {
+        if spec.account.contains("${") {
             return Ok(Expansion::AtRunTime);
         }
-        let Some(root) = workspace().map(|w| w.join(dir)).filter(|root| assembly::exists(root)) else {
+        let Some(root) = assembly::at_plan_time(dir, workspace) else {
             return Ok(Expansion::AtRunTime);
         };
         let stage = assembly::load_stage(&root, stage)?;

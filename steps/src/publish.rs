@@ -103,10 +103,7 @@ pub fn expand(spec: &PublishSpec, workspace: impl FnOnce() -> Option<PathBuf>) -
     match &spec.assets {
         PublishAssets::Files { .. } => Ok(Expansion::Single),
         PublishAssets::Assembly { dir, stage } => {
-            if dir.contains("${") {
-                return Ok(Expansion::AtRunTime);
-            }
-            let Some(root) = workspace().map(|w| w.join(dir)).filter(|root| assembly::exists(root)) else {
+            let Some(root) = assembly::at_plan_time(dir, workspace) else {
                 return Ok(Expansion::AtRunTime);
             };
             Ok(Expansion::Parts(parts(spec, &assembly::load_stage(&root, stage)?)))
