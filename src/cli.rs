@@ -126,6 +126,9 @@ pub struct RunArgs {
     /// Also write the run as a JUnit XML report (one test case per step) to FILE when the run ends.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// When another run of this pipeline is in progress (same state dir), wait for it to end instead of refusing.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

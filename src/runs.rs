@@ -79,7 +79,7 @@ pub fn history(state_dir: &Path, pipeline: &str) -> String {
                     "{id:width$}  {:24}  {:>9}  {}{resumed}",
                     s.started,
                     duration_between(&s.started, s.finished.as_deref()),
-                    if s.status == "running" && s.finished.is_none() { "unfinished" } else { &s.status }
+                    outcome(&s)
                 );
             }
             Err(e) => {
@@ -90,11 +90,23 @@ pub fn history(state_dir: &Path, pipeline: &str) -> String {
     out
 }
 
+/// A run's outcome in a word or a few: `succeeded`, `unfinished`, `failed (nothing ran: preflight ...)`.
+fn outcome(s: &RunState) -> String {
+    match (&s.error, s.finished.is_none() && matches!(s.status.as_str(), "running" | "starting")) {
+        (_, true) => "unfinished".to_string(),
+        (Some(e), _) => format!("{} (nothing ran: {})", s.status, e.lines().next().unwrap_or("")),
+        (None, _) => s.status.clone(),
+    }
+}
+
 /// `runner status`: one run's nodes with status, duration and log.
 pub fn status(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<String, String> {
     let (id, dir) = find_run(state_dir, pipeline, run)?;
     let state = RunState::load(&dir).map_err(|e| format!("error: {e}\n"))?;
-    let mut out = format!("run {id} of `{pipeline}`: {}\n\n", state.status);
+    let mut out = format!("run {id} of `{pipeline}`: {}\n\n", outcome(&state));
+    if let Some(e) = &state.error {
+        let _ = writeln!(out, "nothing ran:\n{e}\n");
+    }
     let width = state.nodes.keys().map(String::len).max().unwrap_or(4).max(4);
     let _ = writeln!(out, "{:width$}  {:10}  {:>9}  log", "step", "status", "duration");
     for (node, n) in &state.nodes {

@@ -26,7 +26,7 @@ pub struct RunState {
     pub pipeline: String,
     pub started: String,
     pub finished: Option<String>,
-    /// `running`, `succeeded`, `failed`, `interrupted`.
+    /// `starting` (recorded, no step started yet), `running`, `succeeded`, `failed`, `interrupted`.
     pub status: String,
     pub nodes: BTreeMap<String, NodeState>,
     /// The pipeline file the run started from.
@@ -41,6 +41,9 @@ pub struct RunState {
     /// Why the run restarted from a new definition (SelfUpdate), if it did.
     #[serde(default)]
     pub restarted: Option<String>,
+    /// Why the run stopped before any step ran (a failed preflight), if it did.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl RunState {
@@ -69,6 +72,8 @@ impl RunState {
 }
 
 const STATE: &str = "state.json";
+/// The status of a run recorded before its first event.
+const STARTING: &str = "starting";
 const JOURNAL: &str = "journal.jsonl";
 
 /// One line of the journal: a node's transition, as it changes the node's entry in the state.
@@ -154,11 +159,49 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Record a new run, started from `pipeline_file` whose steps' definitions hash to `steps`.
-    pub fn new(run_dir: &Path, pipeline_file: String, steps: BTreeMap<String, String>) -> std::io::Result<Self> {
-        std::fs::create_dir_all(run_dir)?;
-        let state = RunState { pipeline_file, steps, ..Default::default() };
+    /// Record a new run `run_id` of `pipeline`, started from `pipeline_file` whose steps' definitions hash to
+    /// `steps`. The run's directory is made with its `state.json` (status `starting`) in it: a run directory never
+    /// lacks its state, even when the runner is killed before the first step.
+    pub fn new(
+        run_dir: &Path,
+        run_id: &str,
+        pipeline: &str,
+        pipeline_file: String,
+        steps: BTreeMap<String, String>,
+    ) -> std::io::Result<Self> {
+        let parent = run_dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)?;
+        let state = RunState {
+            run_id: run_id.to_string(),
+            pipeline: pipeline.to_string(),
+            started: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            status: STARTING.to_string(),
+            pipeline_file,
+            steps,
+            ..Default::default()
+        };
+        // Made beside, then renamed into place: the directory appears with its state in it.
+        let name = run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+        let staging = parent.join(format!(".{name}.{}.new", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir(&staging)?;
+        write_atomic(&staging.join(STATE), &serde_json::to_vec_pretty(&state)?)?;
+        std::fs::rename(&staging, run_dir)?;
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
         Ok(Self::resume(run_dir, state))
+    }
+
+    /// The run stopped before any step ran, for `error` (a failed preflight): recorded as failed, with the
+    /// reason, so that `history` and `status` say what happened and `--resume` starts it over.
+    pub fn not_started(&mut self, error: &str) {
+        self.state.status = "failed".into();
+        self.state.error = Some(error.to_string());
+        self.state.finished = Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
+        if let Err(e) = self.save() {
+            self.error.get_or_insert_with(|| format!("cannot write the run record in {}: {e}", self.dir.display()));
+        }
     }
 
     /// Go on recording a run that was interrupted: its state (journal replayed) is kept, its nodes' entries
@@ -183,12 +226,13 @@ impl Recorder {
         let time = humantime::format_rfc3339_millis(event.time).to_string();
         match &event.kind {
             EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
-                if self.state.run_id == *run_id {
+                if self.state.run_id == *run_id && self.state.status != STARTING {
                     self.state.resumed.push(time);
                 } else {
                     self.state.run_id = run_id.clone();
                     self.state.started = time;
                 }
+                self.state.error = None;
                 self.state.pipeline = pipeline.clone();
                 self.state.status = "running".into();
                 self.state.finished = None;
@@ -364,17 +408,18 @@ mod tests {
 
     #[test]
     fn transitions_since_the_snapshot_are_read_back_from_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r-1");
+        let mut recorder = Recorder::new(&dir, "r-1", "p", "p.ron".into(), BTreeMap::new()).unwrap();
         recorder.handle(&started(&["a", "b"]));
         recorder.handle(&node_started("a"));
         recorder.handle(&finished("a", Status::Succeeded));
         recorder.handle(&node_started("b"));
         assert!(recorder.error.is_none(), "{:?}", recorder.error);
         // The snapshot still says what it said when the run started; the journal has the rest.
-        let snapshot: RunState = serde_json::from_slice(&std::fs::read(dir.path().join(STATE)).unwrap()).unwrap();
+        let snapshot: RunState = serde_json::from_slice(&std::fs::read(dir.as_path().join(STATE)).unwrap()).unwrap();
         assert_eq!(snapshot.nodes["a"].status, "pending");
-        let state = RunState::load(dir.path()).unwrap();
+        let state = RunState::load(dir.as_path()).unwrap();
         assert_eq!(state.nodes["a"].status, "succeeded");
         assert_eq!(state.nodes["a"].outputs["K"], "a");
         assert_eq!(state.nodes["a"].duration_ms, Some(7));
@@ -383,19 +428,20 @@ mod tests {
 
     #[test]
     fn a_journal_as_long_as_the_run_is_folded_into_the_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r-1");
         let ids: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        let mut recorder = Recorder::new(&dir, "r-1", "p", "p.ron".into(), BTreeMap::new()).unwrap();
         recorder.handle(&started(&refs));
         for id in &refs {
             recorder.handle(&node_started(id));
             recorder.handle(&finished(id, Status::Succeeded));
         }
         // 80 transitions: one snapshot after 64, 16 lines left in the journal.
-        let journal = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
+        let journal = std::fs::read_to_string(dir.as_path().join(JOURNAL)).unwrap();
         assert_eq!(journal.lines().count(), 16, "{journal}");
-        let state = RunState::load(dir.path()).unwrap();
+        let state = RunState::load(dir.as_path()).unwrap();
         assert!(state.nodes.values().all(|n| n.status == "succeeded"));
         recorder.handle(&Event::now(EventKind::RunFinished {
             status: RunStatus::Succeeded,
@@ -403,29 +449,31 @@ mod tests {
             critical_path: Vec::new(),
             critical_path_ms: Duration::ZERO,
         }));
-        assert_eq!(std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap(), "");
-        assert_eq!(RunState::load(dir.path()).unwrap().status, "succeeded");
+        assert_eq!(std::fs::read_to_string(dir.as_path().join(JOURNAL)).unwrap(), "");
+        assert_eq!(RunState::load(dir.as_path()).unwrap().status, "succeeded");
     }
 
     #[test]
     fn a_journal_line_cut_short_by_a_kill_is_left_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r-1");
+        let mut recorder = Recorder::new(&dir, "r-1", "p", "p.ron".into(), BTreeMap::new()).unwrap();
         recorder.handle(&started(&["a", "b"]));
         recorder.handle(&node_started("a"));
-        let mut journal = std::fs::OpenOptions::new().append(true).open(dir.path().join(JOURNAL)).unwrap();
+        let mut journal = std::fs::OpenOptions::new().append(true).open(dir.as_path().join(JOURNAL)).unwrap();
         journal.write_all(br#"{"transition":"finished","node":"a","sta"#).unwrap();
-        let state = RunState::load(dir.path()).unwrap();
+        let state = RunState::load(dir.as_path()).unwrap();
         assert_eq!(state.nodes["a"].status, "running");
     }
 
     #[test]
     fn a_damaged_journal_line_is_an_error_that_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut recorder = Recorder::new(dir.path(), "p.ron".into(), BTreeMap::new()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r-1");
+        let mut recorder = Recorder::new(&dir, "r-1", "p", "p.ron".into(), BTreeMap::new()).unwrap();
         recorder.handle(&started(&["a"]));
-        std::fs::write(dir.path().join(JOURNAL), "not json\n").unwrap();
-        let err = RunState::load(dir.path()).unwrap_err();
+        std::fs::write(dir.as_path().join(JOURNAL), "not json\n").unwrap();
+        let err = RunState::load(dir.as_path()).unwrap_err();
         assert!(err.contains("journal.jsonl is damaged"), "{err}");
     }
 }

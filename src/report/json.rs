@@ -4,7 +4,7 @@ use std::io::Write;
 
 use engine::event::Event;
 
-use super::{Reporter, Summary};
+use super::{print_not_started, Reporter, Summary};
 
 pub struct JsonReporter<W: Write> {
     out: W,
@@ -16,7 +16,7 @@ impl<W: Write> JsonReporter<W> {
     }
 }
 
-impl<W: Write> Reporter for JsonReporter<W> {
+impl<W: Write + Send> Reporter for JsonReporter<W> {
     fn event(&mut self, event: &Event) {
         if serde_json::to_writer(&mut self.out, event).is_ok() {
             let _ = self.out.write_all(b"\n");
@@ -26,5 +26,13 @@ impl<W: Write> Reporter for JsonReporter<W> {
     fn finish(&mut self, summary: &Summary) {
         let _ = self.out.flush();
         eprint!("{}", summary.render());
+    }
+
+    fn notice(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
+        print_not_started(errors);
     }
 }

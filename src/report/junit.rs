@@ -46,7 +46,7 @@ impl JunitReporter {
         }
     }
 
-    pub fn event(&mut self, event: &Event) {
+    fn record(&mut self, event: &Event) {
         match &event.kind {
             EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
                 self.run_id = run_id.clone();
@@ -221,6 +221,26 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+impl super::Reporter for JunitReporter {
+    fn event(&mut self, event: &Event) {
+        self.record(event);
+    }
+
+    fn finish(&mut self, _summary: &super::Summary) {
+        if let Err(e) = self.write() {
+            eprintln!("error: {e}");
+        }
+    }
+
+    /// One failed `preflight` case.
+    fn not_started(&mut self, summary: &super::Summary, errors: &[String]) {
+        self.not_run(&summary.pipeline, &summary.run_id, "preflight", &errors.join("\n"));
+        if let Err(e) = self.write() {
+            eprintln!("error: {e}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,11 +17,24 @@ pub use junit::JunitReporter;
 pub use plain::PlainReporter;
 pub use tty::TtyReporter;
 
-/// Something that shows a run to people or machines.
-pub trait Reporter {
+/// Something that shows a run to people or machines. `Send`: a server runs many runs on its runtime's threads.
+pub trait Reporter: Send {
     fn event(&mut self, event: &Event);
     /// Called once after the last event.
     fn finish(&mut self, summary: &Summary);
+    /// A line for people outside the event stream, before or beside the walk: resuming, preflight, waiting for
+    /// another run. Nothing by default.
+    fn notice(&mut self, _text: &str) {}
+    /// The run stopped before any step ran: the preflight's errors. Called instead of `finish`. Nothing by default.
+    fn not_started(&mut self, _summary: &Summary, _errors: &[String]) {}
+}
+
+/// What a reporter for people prints when a run stops at its preflight (stderr).
+pub fn print_not_started(errors: &[String]) {
+    for e in errors {
+        eprintln!("error: preflight: {e}");
+    }
+    eprintln!("nothing ran: a Deploy or Publish cannot act in its account (fix the access above and run again)");
 }
 
 /// What the summary table shows, gathered from events.
@@ -38,6 +51,8 @@ pub struct Summary {
     pub run_dir: String,
     /// Why the run restarted from a new definition.
     pub restarted: Option<String>,
+    /// Why the run stopped before any step ran (a failed preflight).
+    pub not_started: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +98,14 @@ impl Summary {
             }
             _ => {}
         }
+    }
+
+    /// The run stopped before its first step: nothing ran, for `reason`.
+    pub fn not_started(&mut self, run_id: &str, pipeline: &str, reason: &str) {
+        self.run_id = run_id.to_string();
+        self.pipeline = pipeline.to_string();
+        self.status = Some(RunStatus::Failed);
+        self.not_started = Some(reason.to_string());
     }
 
     fn add(&mut self, id: &str) {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use engine::event::{Event, EventKind, Stream};
 
-use super::{finished_line, Reporter, Summary};
+use super::{finished_line, print_not_started, Reporter, Summary};
 
 pub struct PlainReporter<W: Write> {
     out: W,
@@ -22,7 +22,7 @@ fn clock(event: &Event) -> String {
     t.get(11..23).unwrap_or(&t).to_string()
 }
 
-impl<W: Write> Reporter for PlainReporter<W> {
+impl<W: Write + Send> Reporter for PlainReporter<W> {
     fn event(&mut self, event: &Event) {
         let time = clock(event);
         let line = match &event.kind {
@@ -64,5 +64,15 @@ impl<W: Write> Reporter for PlainReporter<W> {
     fn finish(&mut self, summary: &Summary) {
         let _ = write!(self.out, "{}", summary.render());
         let _ = self.out.flush();
+    }
+
+    fn notice(&mut self, text: &str) {
+        let _ = self.out.flush();
+        eprintln!("{text}");
+    }
+
+    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
+        let _ = self.out.flush();
+        print_not_started(errors);
     }
 }

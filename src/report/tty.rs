@@ -8,7 +8,7 @@ use engine::approval::{Answer, ApprovalDesk};
 use engine::event::{Event, EventKind, NodeInfo, Status};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{finished_line, Reporter, Summary};
+use super::{finished_line, print_not_started, Reporter, Summary};
 
 const TAIL: usize = 15;
 
@@ -144,5 +144,14 @@ impl Reporter for TtyReporter {
     fn finish(&mut self, summary: &Summary) {
         let _ = self.multi.clear();
         print!("{}", summary.render());
+    }
+
+    fn notice(&mut self, text: &str) {
+        self.multi.suspend(|| eprintln!("{text}"));
+    }
+
+    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
+        let _ = self.multi.clear();
+        print_not_started(errors);
     }
 }

@@ -1,0 +1,83 @@
+//! `runner plan FILE [--diff]` (and `runner run --dry-run`): the waves of steps that run together; with `--diff`,
+//! what each Deploy stack would change (change sets created, read and deleted; nothing executed).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use engine::model::StepKind;
+use runner::pipeline::{self, Planned};
+use runner::run::exit;
+
+use crate::cli::SourceDirs;
+
+pub fn main(
+    file: &Path,
+    sources: &SourceDirs,
+    jobs: Option<usize>,
+    diff: bool,
+    state_dir: &Path,
+) -> Result<ExitCode, String> {
+    let planned = pipeline::load(file, &sources.source_dir)?;
+    print!("{}", engine::graph::waves(&planned.plan, pipeline::jobs_for(&planned.plan, jobs)));
+    if diff {
+        return Ok(print_diffs(&planned, state_dir));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each Deploy stack's change set, previewed and deleted. Exit 1 when a preview failed.
+fn print_diffs(planned: &Planned, state_dir: &Path) -> ExitCode {
+    let Planned { plan, catalog } = planned;
+    let steps = &plan.pipeline.loaded.pipeline.steps;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let mut failed = false;
+    println!("\ndiff (change sets created, read and deleted; nothing executed)");
+    for n in plan.graph.node_indices() {
+        let node = &plan.graph[n];
+        let step = &steps[node.step];
+        let (StepKind::Deploy(spec), Some(part)) = (&step.kind, node.part()) else { continue };
+        let result = (|| {
+            let spec = steps::deploy::resolve_with_env(spec, &env)?;
+            let workspace = pipeline::workspace_of(plan, catalog, node.step, state_dir);
+            let (spec, stack) = steps::deploy::stack_for_diff(&spec, part, &workspace)?;
+            let target = steps::deploy::target(
+                &spec,
+                &plan.pipeline.loaded.pipeline.name,
+                &step.id,
+                catalog.aws_endpoint.as_deref(),
+            );
+            runtime.block_on(async {
+                let session = catalog.aws.get(&target).await.map_err(|e| e.to_string())?;
+                steps::deploy::diff(&spec, &stack, &workspace, &session, &node.id).await
+            })
+        })();
+        match result {
+            Ok(d) if !d.exists => {
+                println!("\n{} ({}): new stack, {} resources to add", d.node, d.target, d.changes.len());
+                d.changes.iter().for_each(|c| println!("  {c}"));
+            }
+            Ok(d) if d.changes.is_empty() => println!("\n{} ({}): no changes", d.node, d.target),
+            Ok(d) => {
+                println!("\n{} ({}): {} changes", d.node, d.target, d.changes.len());
+                d.changes.iter().for_each(|c| println!("  {c}"));
+            }
+            Err(e) => {
+                failed = true;
+                println!("\n{}: cannot preview: {e}", node.id);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(exit::FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,10 @@
+//! `runner status FILE [RUN]`: one run's nodes (default: the latest run).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn main(file: &Path, run: Option<&str>, state_dir: &Path) -> Result<ExitCode, String> {
+    let planned = runner::pipeline::load(file, &[])?;
+    print!("{}", runner::runs::status(state_dir, planned.name(), run)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,148 @@
+//! A pipeline file made ready to run: loaded, validated and planned, with the step catalog that will run it.
+//! Every command and the server start here; errors come back rendered for people (file:line:column, caret).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::model::StepKind;
+use engine::plan::Plan;
+use engine::step::PlanContext;
+use engine::validate::{self, closest};
+use steps::StepCatalog;
+
+/// Steps running at once when neither `--jobs` nor the pipeline's `max_parallel` says.
+pub const DEFAULT_JOBS: usize = 16;
+
+/// A planned pipeline and the catalog of step kinds that runs it.
+pub struct Planned {
+    pub plan: Plan,
+    pub catalog: Arc<StepCatalog>,
+}
+
+impl Planned {
+    /// The pipeline's name (names its run state).
+    pub fn name(&self) -> &str {
+        &self.plan.pipeline.loaded.pipeline.name
+    }
+}
+
+/// Load, validate and plan `file`; `source_dirs` are `--source-dir [ID=]PATH` values. Warnings go to stderr;
+/// errors come back rendered.
+pub fn load(file: &Path, source_dirs: &[String]) -> Result<Planned, String> {
+    let loaded = engine::load::load(file).map_err(|e| e.render())?;
+    plan_loaded(loaded, source_dirs)
+}
+
+/// Validate and plan a pipeline already read (e.g. one the binary wrote itself).
+pub fn plan_loaded(loaded: engine::load::Loaded, source_dirs: &[String]) -> Result<Planned, String> {
+    let source_dirs = parse_source_dirs(&loaded, source_dirs)?;
+    let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
+    let codebuild = steps::source::CodeBuild::from_env(std::env::vars());
+    let catalog = StepCatalog { source_dirs, aws_endpoint, codebuild, ..Default::default() };
+    let env = |name: &str| std::env::var(name).ok();
+    let valid = validate::validate(loaded, &catalog, &env).map_err(|invalid| {
+        let n = invalid.error_count();
+        format!(
+            "{}\n{n} error{} in {}\n",
+            invalid.render(),
+            if n == 1 { "" } else { "s" },
+            invalid.loaded.path.display()
+        )
+    })?;
+    if !valid.warnings.is_empty() {
+        eprintln!("{}", validate::render_all(&valid.loaded, &valid.warnings));
+    }
+    let base_dir = std::env::current_dir().map_err(|e| format!("error: cannot read the current directory: {e}\n"))?;
+    let plan = Plan::build(valid, &catalog, &PlanContext { base_dir }).map_err(|e| e.render())?;
+    Ok(Planned { plan, catalog: Arc::new(catalog) })
+}
+
+/// The plan of a new definition a SelfUpdate found, with a catalog that remembers the run restarted.
+pub fn plan_restart(path: &Path, text: String, catalog: &StepCatalog, base_dir: &Path) -> Result<Planned, String> {
+    let loaded = engine::load::parse(path, text).map_err(|e| e.render())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let valid = validate::validate(loaded, catalog, &env).map_err(|invalid| invalid.render())?;
+    let plan =
+        Plan::build(valid, catalog, &PlanContext { base_dir: base_dir.to_path_buf() }).map_err(|e| e.render())?;
+    let mut next = catalog.clone();
+    next.self_update.current = self_update_base(&plan);
+    next.self_update.restarted = true;
+    Ok(Planned { plan, catalog: Arc::new(next) })
+}
+
+/// The definition a SelfUpdate compares the new one with; only kept when the pipeline has a SelfUpdate (a copy
+/// of the whole model otherwise held for nothing).
+pub fn self_update_base(plan: &Plan) -> Option<Arc<engine::model::Pipeline>> {
+    let steps = &plan.pipeline.loaded.pipeline.steps;
+    steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::SelfUpdate(_)))
+        .then(|| Arc::new(plan.pipeline.loaded.pipeline.clone()))
+}
+
+/// `--jobs`, else the pipeline's `max_parallel`, else [`DEFAULT_JOBS`].
+pub fn jobs_for(plan: &Plan, jobs: Option<usize>) -> usize {
+    jobs.or(plan.pipeline.loaded.pipeline.defaults.max_parallel).unwrap_or(DEFAULT_JOBS)
+}
+
+/// `--source-dir [ID=]PATH` against the pipeline's Source steps.
+fn parse_source_dirs(loaded: &engine::load::Loaded, args: &[String]) -> Result<HashMap<String, PathBuf>, String> {
+    let source_ids: Vec<&str> =
+        loaded.pipeline.steps.iter().filter(|s| matches!(s.kind, StepKind::Source(_))).map(|s| s.id.as_str()).collect();
+    let mut dirs = HashMap::new();
+    for arg in args {
+        let (id, path) = match arg.split_once('=') {
+            Some((id, path)) => (id.to_string(), path),
+            None => match source_ids.as_slice() {
+                [only] => (only.to_string(), arg.as_str()),
+                [] => return Err(format!("error: --source-dir {arg}: the pipeline has no Source step\n")),
+                many => {
+                    return Err(format!(
+                        "error: --source-dir {arg}: the pipeline has {} Source steps ({}); write --source-dir \
+                         ID=PATH\n",
+                        many.len(),
+                        many.join(", ")
+                    ))
+                }
+            },
+        };
+        if !source_ids.contains(&id.as_str()) {
+            let hint =
+                closest(&id, source_ids.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(format!("error: --source-dir {arg}: `{id}` is not a Source step{hint}\n"));
+        }
+        let path = PathBuf::from(path);
+        if !path.is_dir() {
+            return Err(format!("error: --source-dir {arg}: {} is not a directory\n", path.display()));
+        }
+        dirs.insert(id, path);
+    }
+    Ok(dirs)
+}
+
+/// Where a step's files are before a run: the `--source-dir` (or the last clone) of the Source upstream of it,
+/// else the current directory.
+pub fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: &Path) -> PathBuf {
+    let steps = &plan.pipeline.loaded.pipeline.steps;
+    let mut queue = VecDeque::from([step]);
+    let mut seen = HashSet::new();
+    while let Some(i) = queue.pop_front() {
+        if !seen.insert(i) {
+            continue;
+        }
+        let s = &steps[i];
+        if matches!(s.kind, StepKind::Source(_)) {
+            if let Some(checkout) = catalog.checkout_of(&s.id) {
+                return checkout.dir().to_path_buf();
+            }
+            return state_dir.join("workspaces").join(&plan.pipeline.loaded.pipeline.name).join(&s.id);
+        }
+        for need in &s.needs {
+            if let Some(j) = steps.iter().position(|x| x.id == *need) {
+                queue.push_back(j);
+            }
+        }
+    }
+    PathBuf::from(".")
+}
