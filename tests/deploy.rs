@@ -364,3 +364,102 @@ result["change_sets"] = sum(len(cfn.list_change_sets(StackName=n)["Summaries"]) 
     assert!(state["template"].to_string().contains("ExpirationInDays: 365"), "nothing executed");
     assert_eq!(state["change_sets"], 0);
 }
+
+/// A pipeline of its own: `pipeline.ron` and the files it names, run against the emulator with JSON events.
+fn own_pipeline(moto: &Moto, pipeline: &str, files: &[(&str, &str)]) -> Test {
+    let mut test = moto.env(Test::new()).pipeline(pipeline);
+    for (path, text) in files {
+        test = test.write(path, text);
+    }
+    test.args(&["run", "pipeline.ron", "--output", "json"])
+}
+
+const TWO_QUEUES: &str = "Resources:\n  First:\n    Type: AWS::SQS::Queue\n  Second:\n    Type: AWS::SQS::Queue\n";
+
+/// The last `progress` event of a node: (done, total, message).
+fn last_progress(out: &Output, node: &str) -> (u64, u64, String) {
+    let e = out
+        .json_lines()
+        .into_iter()
+        .rfind(|e| e["event"] == "progress" && e["node"] == node)
+        .unwrap_or_else(|| panic!("no progress of {node}:\n{}", out.dump()));
+    (e["done"].as_u64().unwrap(), e["total"].as_u64().unwrap(), e["message"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn the_resource_count_moves_to_every_resource_of_the_stack_on_create_and_update() {
+    let moto = Moto::start();
+    let pipeline = r#"Pipeline(name: "queues", steps: [
+    Step(id: "deploy", kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Listed([
+        (name: "Queues", template: "queues.yaml"),
+    ]))),
+])"#;
+    let test = own_pipeline(&moto, pipeline, &[("queues.yaml", TWO_QUEUES)]);
+    let out = test.run();
+    out.assert_code(0);
+    assert_eq!(last_progress(&out, "deploy/Queues"), (2, 2, "deploying".to_string()), "{}", out.dump());
+
+    // An update through a change set counts the stack's resources too: three after a queue is added.
+    std::fs::write(test.path().join("queues.yaml"), format!("{TWO_QUEUES}  Third:\n    Type: AWS::SQS::Queue\n"))
+        .unwrap();
+    let out = test.run();
+    out.assert_code(0);
+    assert_eq!(out.statuses()["deploy/Queues"], "succeeded", "{}", out.dump());
+    assert_eq!(last_progress(&out, "deploy/Queues"), (3, 3, "deploying".to_string()), "{}", out.dump());
+}
+
+/// One rule for ARNs and host names, from the region's partition: a Deploy and a Publish in China (aws-cn) and a
+/// Deploy in GovCloud (aws-us-gov) assume the bootstrap roles of their own partition (moto lets any ARN be
+/// assumed, so what was asked is read from its state).
+#[test]
+fn stages_in_china_and_govcloud_assume_the_bootstrap_roles_of_their_partition() {
+    let moto = Moto::start();
+    moto.boto_in(
+        Some("111111111111"),
+        "cn-north-1",
+        r#"client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-111111111111-cn-north-1", CreateBucketConfiguration={"LocationConstraint": "cn-north-1"})"#,
+    );
+    let pipeline = r#"Pipeline(name: "partitions", steps: [
+    Step(id: "publish-cn", kind: Publish(assets: Files(
+        destination: (account: "111111111111", region: "cn-north-1"),
+        files: [(id: "notes", path: "notes.txt")],
+    ))),
+    Step(id: "deploy-cn", needs: ["publish-cn"], kind: Deploy(account: "111111111111", region: "cn-north-1", stacks: Listed([
+        (name: "Queues", template: "queues.yaml"),
+    ]))),
+    Step(id: "deploy-gov", kind: Deploy(account: "222222222222", region: "us-gov-west-1", stacks: Listed([
+        (name: "Queues", template: "queues.yaml"),
+    ]))),
+])"#;
+    let plan = Test::new().pipeline(pipeline).args(&["plan", "pipeline.ron"]).run();
+    plan.assert_code(0);
+    plan.assert_stdout_contains(
+        "as role arn:aws-cn:iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-cn-north-1",
+    );
+    plan.assert_stdout_contains(
+        "as role arn:aws-us-gov:iam::222222222222:role/cdk-hnb659fds-deploy-role-222222222222-us-gov-west-1",
+    );
+
+    let out = own_pipeline(&moto, pipeline, &[("queues.yaml", TWO_QUEUES), ("notes.txt", "notes\n")]).run();
+    out.assert_code(0);
+    assert_eq!(
+        moto.assumed_roles(),
+        [
+            "arn:aws-cn:iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-cn-north-1",
+            "arn:aws-cn:iam::111111111111:role/cdk-hnb659fds-file-publishing-role-111111111111-cn-north-1",
+            "arn:aws-us-gov:iam::222222222222:role/cdk-hnb659fds-deploy-role-222222222222-us-gov-west-1",
+        ],
+        "{}",
+        out.dump()
+    );
+    for (account, region) in [("111111111111", "cn-north-1"), ("222222222222", "us-gov-west-1")] {
+        let state = moto.boto_in(
+            Some(account),
+            region,
+            r#"result["stack"] = client("cloudformation").describe_stacks(StackName="Queues")["Stacks"][0]["StackId"]"#,
+        );
+        let partition = if region.starts_with("cn-") { "aws-cn" } else { "aws-us-gov" };
+        let want = format!("arn:{partition}:cloudformation:{region}:{account}:stack/Queues/");
+        assert!(state["stack"].as_str().unwrap().starts_with(&want), "{state}");
+    }
+}

@@ -105,26 +105,11 @@ pub struct ImageDestination {
     pub role: Option<String>,
 }
 
-/// The AWS partition of a region.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else if region.starts_with("us-iso-") {
-        "aws-iso"
-    } else if region.starts_with("us-isob-") {
-        "aws-iso-b"
-    } else {
-        "aws"
-    }
-}
-
 /// `${AWS::AccountId}`, `${AWS::Region}`, `${AWS::Partition}` replaced.
 pub fn resolve_placeholders(text: &str, account: &str, region: &str) -> String {
     text.replace("${AWS::AccountId}", account)
         .replace("${AWS::Region}", region)
-        .replace("${AWS::Partition}", partition(region))
+        .replace("${AWS::Partition}", crate::aws::Partition::of(region).name)
 }
 
 /// The account in an ARN (`arn:aws:iam::111111111111:role/x`), if it has one.

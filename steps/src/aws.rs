@@ -15,6 +15,51 @@ use tokio::sync::Mutex;
 /// The CDK bootstrap qualifier when none is given.
 pub const DEFAULT_QUALIFIER: &str = "hnb659fds";
 
+/// An AWS partition, as a region belongs to it: the second field of every ARN (`arn:aws-cn:iam::...`) and the DNS
+/// suffix of its endpoints (`s3.cn-north-1.amazonaws.com.cn`). The one rule every ARN and host name runner builds
+/// goes through (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html>,
+/// <https://docs.aws.amazon.com/general/latest/gr/rande.html>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// `aws`, `aws-cn`, `aws-us-gov`, `aws-iso`, `aws-iso-b`.
+    pub name: &'static str,
+    /// `amazonaws.com`, `amazonaws.com.cn`, ...
+    pub dns_suffix: &'static str,
+}
+
+impl Partition {
+    /// The partition of a region, from its name (`cn-north-1` -> `aws-cn`); an unknown prefix is the commercial one.
+    pub fn of(region: &str) -> Partition {
+        let (name, dns_suffix) = if region.starts_with("cn-") {
+            ("aws-cn", "amazonaws.com.cn")
+        } else if region.starts_with("us-gov-") {
+            ("aws-us-gov", "amazonaws.com")
+        } else if region.starts_with("us-isob-") {
+            ("aws-iso-b", "sc2s.sgov.gov")
+        } else if region.starts_with("us-iso-") {
+            ("aws-iso", "c2s.ic.gov")
+        } else {
+            ("aws", "amazonaws.com")
+        };
+        Partition { name, dns_suffix }
+    }
+}
+
+/// An IAM role's ARN in the partition of `region`: `arn:{partition}:iam::{account}:role/{name}`.
+pub fn role_arn(region: &str, account: &str, name: &str) -> String {
+    format!("arn:{}:iam::{account}:role/{name}", Partition::of(region).name)
+}
+
+/// An AWS managed policy's ARN in the partition of `region`: `arn:{partition}:iam::aws:policy/{name}`.
+pub fn managed_policy_arn(region: &str, name: &str) -> String {
+    format!("arn:{}:iam::aws:policy/{name}", Partition::of(region).name)
+}
+
+/// The host name of a service's endpoint in a region: `{service}.{region}.{dns suffix}`.
+pub fn endpoint_host(service: &str, region: &str) -> String {
+    format!("{service}.{region}.{}", Partition::of(region).dns_suffix)
+}
+
 /// What a session acts as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -266,6 +311,20 @@ fn page_text(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_and_hosts_follow_the_partition_of_the_region() {
+        assert_eq!(role_arn("us-east-1", "111111111111", "r"), "arn:aws:iam::111111111111:role/r");
+        assert_eq!(role_arn("cn-north-1", "111111111111", "r"), "arn:aws-cn:iam::111111111111:role/r");
+        assert_eq!(role_arn("us-gov-west-1", "111111111111", "r"), "arn:aws-us-gov:iam::111111111111:role/r");
+        assert_eq!(managed_policy_arn("cn-northwest-1", "P"), "arn:aws-cn:iam::aws:policy/P");
+        assert_eq!(endpoint_host("s3", "cn-north-1"), "s3.cn-north-1.amazonaws.com.cn");
+        assert_eq!(endpoint_host("s3", "us-gov-west-1"), "s3.us-gov-west-1.amazonaws.com");
+        assert_eq!(Partition::of("us-isob-east-1").name, "aws-iso-b");
+        assert_eq!(Partition::of("us-iso-east-1").name, "aws-iso");
+    }
+
     #[test]
     fn html_error_pages_become_one_line_of_text() {
         let page = "<!doctype html>\n<html><title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1><p>The server failed.</p>";

@@ -66,7 +66,7 @@ impl Bootstrap {
             }
         }
         let execution_policies = if execution_policies.is_empty() {
-            vec![format!("arn:{}:iam::aws:policy/AdministratorAccess", crate::assembly::partition(region))]
+            vec![crate::aws::managed_policy_arn(region, "AdministratorAccess")]
         } else {
             execution_policies
         };
@@ -130,6 +130,9 @@ mod tests {
             Bootstrap::new("aws://111111111111/us-east-1", vec!["999999999999".into()], None, None, vec![]).unwrap();
         assert_eq!(ok.qualifier, "hnb659fds");
         assert_eq!(ok.execution_policies, ["arn:aws:iam::aws:policy/AdministratorAccess"]);
+        let china =
+            Bootstrap::new("aws://111111111111/cn-north-1", vec!["999999999999".into()], None, None, vec![]).unwrap();
+        assert_eq!(china.execution_policies, ["arn:aws-cn:iam::aws:policy/AdministratorAccess"]);
         let err = |env: &str, trust: Vec<String>| Bootstrap::new(env, trust, None, None, vec![]).unwrap_err();
         assert!(err("111111111111/us-east-1", vec!["999999999999".into()]).contains("write aws://ACCOUNT/REGION"));
         assert!(err("aws://1111/us-east-1", vec!["999999999999".into()]).contains("not a 12-digit"));

@@ -112,9 +112,11 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
 pub fn role_arn(spec: &DeploySpec) -> Option<String> {
     let q = spec.qualifier.as_deref().unwrap_or(DEFAULT_QUALIFIER);
     match &spec.role {
-        DeployRole::Bootstrap => {
-            Some(format!("arn:aws:iam::{a}:role/cdk-{q}-deploy-role-{a}-{r}", a = spec.account, r = spec.region))
-        }
+        DeployRole::Bootstrap => Some(crate::aws::role_arn(
+            &spec.region,
+            &spec.account,
+            &format!("cdk-{q}-deploy-role-{a}-{r}", a = spec.account, r = spec.region),
+        )),
         DeployRole::Arn(arn) => Some(arn.clone()),
         DeployRole::Caller => None,
     }
@@ -903,10 +905,12 @@ impl StackDeployment<'_> {
         }
     }
 
-    /// Poll the stack until it leaves `*_IN_PROGRESS`, streaming its events into the log and progress.
+    /// Poll the stack until it leaves `*_IN_PROGRESS`, streaming its events into the log and counting its settled
+    /// resources for the progress line. The count comes from the stack's resources (ListStackResources), not
+    /// from events: it moves wherever the resources do, also where no per-resource events come (an emulator).
+    /// `resources` is the template's count, the total until more resources than that are listed.
     async fn wait(&self, since: SystemTime, resources: u64) -> Result<StackEnd, StepError> {
         let mut seen = HashSet::new();
-        let mut done = HashSet::new();
         let mut failures = Vec::new();
         let mut delay = Duration::from_millis(100);
         let since = since - Duration::from_secs(5);
@@ -925,19 +929,13 @@ impl StackDeployment<'_> {
                     let status = e.resource_status().map(|s| s.as_str()).unwrap_or("?");
                     let reason = e.resource_status_reason().unwrap_or("");
                     self.log(format!("{resource} {status} {reason}").trim_end().to_string()).await;
-                    if resource != self.name() && status.ends_with("_COMPLETE") {
-                        done.insert(resource.to_string());
-                    }
                     if status.ends_with("_FAILED") && !reason.is_empty() {
                         failures.push(format!("{resource}: {reason}"));
                     }
                 }
-                if resources > 0 {
-                    self.ctx.events.progress(done.len() as u64, Some(resources), "resources", "deploying").await;
-                }
             }
-            match self.describe().await? {
-                None => return Ok(StackEnd { status: StackStatus::DeleteComplete, failures }),
+            let settled = match self.describe().await? {
+                None => Some(StackEnd { status: StackStatus::DeleteComplete, failures: std::mem::take(&mut failures) }),
                 Some(stack) => {
                     let status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
                     if !status.as_str().ends_with("_IN_PROGRESS") || status == StackStatus::ReviewInProgress {
@@ -946,12 +944,50 @@ impl StackDeployment<'_> {
                                 failures.push(format!("{}: {reason}", self.name()));
                             }
                         }
-                        return Ok(StackEnd { status, failures });
+                        Some(StackEnd { status, failures: std::mem::take(&mut failures) })
+                    } else {
+                        None
                     }
                 }
+            };
+            if resources > 0 {
+                if let Some((done, listed)) = self.resource_progress().await {
+                    self.ctx.events.progress(done, Some(listed.max(resources)), "resources", "deploying").await;
+                }
+            }
+            if let Some(end) = settled {
+                return Ok(end);
             }
             pause(&self.ctx.stop, delay).await?;
             delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// (settled, listed) resources of the stack: every page of ListStackResources, a resource settled when its
+    /// status ends in `_COMPLETE` (CREATE_COMPLETE, UPDATE_COMPLETE, IMPORT_COMPLETE, ...). `None` when the stack
+    /// cannot be listed (gone, or not allowed): the progress line then stays as it was.
+    async fn resource_progress(&self) -> Option<(u64, u64)> {
+        let (mut done, mut listed) = (0, 0);
+        let mut token = None;
+        loop {
+            let page = self
+                .cfn
+                .list_stack_resources()
+                .stack_name(self.name())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .ok()?;
+            for r in page.stack_resource_summaries() {
+                listed += 1;
+                if r.resource_status().is_some_and(|s| s.as_str().ends_with("_COMPLETE")) {
+                    done += 1;
+                }
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Some((done, listed)),
+            }
         }
     }
 
@@ -1048,7 +1084,7 @@ impl StackDeployment<'_> {
 pub fn template_url(endpoint: Option<&str>, bucket: &str, key: &str, region: &str) -> String {
     match endpoint {
         Some(e) => format!("{}/{bucket}/{key}", e.trim_end_matches('/')),
-        None => format!("https://{bucket}.s3.{region}.amazonaws.com/{key}"),
+        None => format!("https://{bucket}.{}/{key}", crate::aws::endpoint_host("s3", region)),
     }
 }
 
@@ -1122,6 +1158,12 @@ mod tests {
         );
         assert_eq!(assets_bucket(&spec), "cdk-hnb659fds-assets-111111111111-eu-west-1");
         assert_eq!(template_url(Some("http://localhost:5000/"), "b", "k.json", "x"), "http://localhost:5000/b/k.json");
+        assert_eq!(template_url(None, "b", "k.json", "cn-north-1"), "https://b.s3.cn-north-1.amazonaws.com.cn/k.json");
+        let china = DeploySpec { region: "cn-north-1".into(), ..spec.clone() };
+        assert_eq!(
+            role_arn(&china).unwrap(),
+            "arn:aws-cn:iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-cn-north-1"
+        );
         assert_eq!(session_name("prod", "deploy prod"), "runner-prod-deploy-prod");
     }
 }

@@ -66,7 +66,7 @@ pub async fn publish_image(
         let registry = data
             .proxy_endpoint()
             .map(|e| e.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_string())
-            .unwrap_or_else(|| format!("{}.dkr.ecr.{}.amazonaws.com", d.account, d.region));
+            .unwrap_or_else(|| format!("{}.{}", d.account, crate::aws::endpoint_host("dkr.ecr", &d.region)));
         login(ctx, &registry, user, password, image).await?;
         let remote = format!("{registry}/{}:{}", d.repository, d.tag);
         run(ctx, &["tag".into(), local.clone(), remote.clone()], image).await?;

@@ -124,11 +124,10 @@ fn bucket_of(d: &Destination) -> String {
 fn role_of(d: &Destination) -> Option<String> {
     let q = d.qualifier.as_deref().unwrap_or(DEFAULT_QUALIFIER);
     match &d.role {
-        DeployRole::Bootstrap => Some(format!(
-            "arn:{p}:iam::{a}:role/cdk-{q}-file-publishing-role-{a}-{r}",
-            p = assembly::partition(&d.region),
-            a = d.account,
-            r = d.region
+        DeployRole::Bootstrap => Some(crate::aws::role_arn(
+            &d.region,
+            &d.account,
+            &format!("cdk-{q}-file-publishing-role-{a}-{r}", a = d.account, r = d.region),
         )),
         DeployRole::Arn(arn) => Some(arn.clone()),
         DeployRole::Caller => None,

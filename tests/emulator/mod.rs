@@ -87,18 +87,25 @@ impl Moto {
     /// Run a boto3 snippet acting in `account` (through AssumeRole; `None`: the default account). The snippet
     /// fills the dict `result`, returned as JSON. `client(name)` gives a client of that account.
     pub fn boto(&self, account: Option<&str>, snippet: &str) -> serde_json::Value {
+        self.boto_in(account, "us-east-1", snippet)
+    }
+
+    /// [`Moto::boto`] in another region (and so, for `cn-*` and `us-gov-*`, another partition).
+    pub fn boto_in(&self, account: Option<&str>, region: &str, snippet: &str) -> serde_json::Value {
         let prelude = format!(
             r#"
 import boto3, json
 ENDPOINT = "{endpoint}"
 ACCOUNT = {account}
+REGION = "{region}"
+PARTITION = "aws-cn" if REGION.startswith("cn-") else "aws-us-gov" if REGION.startswith("us-gov-") else "aws"
 def _session():
-    base = dict(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    base = dict(region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
     if ACCOUNT is None:
         return boto3.session.Session(**base)
     sts = boto3.session.Session(**base).client("sts", endpoint_url=ENDPOINT)
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::{{ACCOUNT}}:role/test-inspector", RoleSessionName="test")["Credentials"]
-    return boto3.session.Session(region_name="us-east-1", aws_access_key_id=c["AccessKeyId"],
+    c = sts.assume_role(RoleArn=f"arn:{{PARTITION}}:iam::{{ACCOUNT}}:role/test-inspector", RoleSessionName="test")["Credentials"]
+    return boto3.session.Session(region_name=REGION, aws_access_key_id=c["AccessKeyId"],
         aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
 _s = _session()
 def client(name):
@@ -118,6 +125,28 @@ result = {{}}
         assert!(out.status.success(), "boto3 snippet failed:\n{snippet}\n{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("boto3 snippet printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Moto {
+    /// The ARNs of every role assumed so far (moto's state dump, `/moto-api/data.json`), `test-inspector` left out:
+    /// what runner really asked STS for, since moto lets any role be assumed.
+    pub fn assumed_roles(&self) -> Vec<String> {
+        let data = self.boto(
+            None,
+            r#"
+import urllib.request
+dump = json.load(urllib.request.urlopen(ENDPOINT + "/moto-api/data.json"))
+result["roles"] = sorted({r["role_arn"] for r in dump.get("sts", {}).get("AssumedRole", [])})
+"#,
+        );
+        data["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .filter(|r| !r.ends_with("role/test-inspector"))
+            .collect()
     }
 }
 
