@@ -12,6 +12,7 @@ pub mod publish;
 pub mod self_update;
 pub mod shell;
 pub mod source;
+pub mod template;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
