@@ -908,9 +908,12 @@ impl StackDeployment<'_> {
     /// Poll the stack until it leaves `*_IN_PROGRESS`, streaming its events into the log and counting its settled
     /// resources for the progress line. The count comes from the stack's resources (ListStackResources), not
     /// from events: it moves wherever the resources do, also where no per-resource events come (an emulator).
-    /// `resources` is the template's count, the total until more resources than that are listed.
+    /// `resources` is the template's count, the total until more resources than that are listed. Where the
+    /// resources cannot be listed (not allowed), the resources seen complete in events are counted.
     async fn wait(&self, since: SystemTime, resources: u64) -> Result<StackEnd, StepError> {
         let mut seen = HashSet::new();
+        // Resources seen complete in events: the count when the stack's resources cannot be listed.
+        let mut completed = HashSet::new();
         let mut failures = Vec::new();
         let mut delay = Duration::from_millis(100);
         let since = since - Duration::from_secs(5);
@@ -929,6 +932,9 @@ impl StackDeployment<'_> {
                     let status = e.resource_status().map(|s| s.as_str()).unwrap_or("?");
                     let reason = e.resource_status_reason().unwrap_or("");
                     self.log(format!("{resource} {status} {reason}").trim_end().to_string()).await;
+                    if resource != self.name() && status.ends_with("_COMPLETE") {
+                        completed.insert(resource.to_string());
+                    }
                     if status.ends_with("_FAILED") && !reason.is_empty() {
                         failures.push(format!("{resource}: {reason}"));
                     }
@@ -951,9 +957,8 @@ impl StackDeployment<'_> {
                 }
             };
             if resources > 0 {
-                if let Some((done, listed)) = self.resource_progress().await {
-                    self.ctx.events.progress(done, Some(listed.max(resources)), "resources", "deploying").await;
-                }
+                let (done, listed) = self.resource_progress().await.unwrap_or((completed.len() as u64, 0));
+                self.ctx.events.progress(done, Some(listed.max(resources)), "resources", "deploying").await;
             }
             if let Some(end) = settled {
                 return Ok(end);
