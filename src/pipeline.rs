@@ -27,15 +27,40 @@ impl Planned {
     }
 }
 
-/// Load, validate and plan `file`; `source_dirs` are `--source-dir [ID=]PATH` values. Warnings go to stderr;
-/// errors come back rendered.
+/// What a command loads a pipeline for: which warnings it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `validate`, `plan`, `graph`: every warning, unset `${env:...}` variables included.
+    Inspect,
+    /// `run`, `step`: unset variables are not warned about (the run API makes them errors, once).
+    Run,
+    /// `history`, `status`, `approve` read saved runs: nothing about the environment.
+    ReadRuns,
+}
+
+/// Load, validate and plan `file` to inspect it; `source_dirs` are `--source-dir [ID=]PATH` values. Warnings go
+/// to stderr; errors come back rendered.
 pub fn load(file: &Path, source_dirs: &[String]) -> Result<Planned, String> {
+    load_for(file, source_dirs, Purpose::Inspect)
+}
+
+/// [`load`] for `purpose`.
+pub fn load_for(file: &Path, source_dirs: &[String], purpose: Purpose) -> Result<Planned, String> {
     let loaded = engine::load::load(file).map_err(|e| e.render())?;
-    plan_loaded(loaded, source_dirs)
+    plan_loaded_for(loaded, source_dirs, purpose)
 }
 
 /// Validate and plan a pipeline already read (e.g. one the binary wrote itself).
 pub fn plan_loaded(loaded: engine::load::Loaded, source_dirs: &[String]) -> Result<Planned, String> {
+    plan_loaded_for(loaded, source_dirs, Purpose::Inspect)
+}
+
+/// [`plan_loaded`] for `purpose`.
+pub fn plan_loaded_for(
+    loaded: engine::load::Loaded,
+    source_dirs: &[String],
+    purpose: Purpose,
+) -> Result<Planned, String> {
     let source_dirs = parse_source_dirs(&loaded, source_dirs)?;
     let aws_endpoint = loaded.pipeline.defaults.aws_endpoint_url.clone().filter(|e| !e.is_empty());
     let codebuild = steps::source::CodeBuild::from_env(std::env::vars());
@@ -50,8 +75,13 @@ pub fn plan_loaded(loaded: engine::load::Loaded, source_dirs: &[String]) -> Resu
             invalid.loaded.path.display()
         )
     })?;
-    if !valid.warnings.is_empty() {
-        eprintln!("{}", validate::render_all(&valid.loaded, &valid.warnings));
+    let mut warnings = valid.warnings.clone();
+    if purpose == Purpose::Inspect {
+        warnings.extend(valid.unset_env.iter().cloned());
+        warnings.sort_by_key(|d| d.span.map(|s| s.start));
+    }
+    if !warnings.is_empty() {
+        eprintln!("{}", validate::render_all(&valid.loaded, &warnings));
     }
     let base_dir = std::env::current_dir().map_err(|e| format!("error: cannot read the current directory: {e}\n"))?;
     let plan = Plan::build(valid, &catalog, &PlanContext { base_dir }).map_err(|e| e.render())?;

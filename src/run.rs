@@ -251,6 +251,7 @@ fn check_ids<'a>(plan: &Plan, ids: impl Iterator<Item = &'a String>) -> Result<(
             let hint = closest(id, steps.iter().map(|s| s.id.as_str()))
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
+            let id = engine::diagnostic::elide(id, engine::diagnostic::MAX_QUOTED);
             return Err(format!("error: `{id}` is not a step of `{}`{hint}\n", plan.pipeline.loaded.pipeline.name));
         }
     }

@@ -67,7 +67,7 @@ pub fn history(state_dir: &Path, pipeline: &str) -> String {
     if runs.is_empty() {
         return format!("pipeline `{pipeline}` has no runs in {}\n", state_dir.display());
     }
-    let width = runs.iter().map(|(id, _)| id.len()).max().unwrap_or(6);
+    let width = runs.iter().map(|(id, _)| id.chars().count()).max().unwrap_or(6).min(engine::graph::MAX_COLUMN);
     let mut out = format!("{:width$}  {:24}  {:>9}  outcome\n", "run", "started", "duration");
     for (id, dir) in runs {
         match RunState::load(&dir) {
@@ -107,7 +107,7 @@ pub fn status(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<Str
     if let Some(e) = &state.error {
         let _ = writeln!(out, "nothing ran:\n{e}\n");
     }
-    let width = state.nodes.keys().map(String::len).max().unwrap_or(4).max(4);
+    let width = state.nodes.keys().map(|k| k.chars().count()).max().unwrap_or(4).clamp(4, engine::graph::MAX_COLUMN);
     let _ = writeln!(out, "{:width$}  {:10}  {:>9}  log", "step", "status", "duration");
     for (node, n) in &state.nodes {
         let duration = n

@@ -58,11 +58,25 @@ pub fn ron_options() -> ron::Options {
     )
 }
 
-/// Read and parse a pipeline file.
+/// Read and parse a pipeline file. A file that is not UTF-8 is a syntax error at its first bad byte.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| LoadError::Io { path: path.to_path_buf(), message: e.to_string().to_lowercase() })?;
+    let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, e))?;
     parse(path, text)
+}
+
+/// The first byte that is not UTF-8, pointed at in the text as far as it reads (bad bytes shown as `\u{fffd}`,
+/// which is what the caret sits under).
+fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> LoadError {
+    let at = e.utf8_error().valid_up_to();
+    let bytes = e.into_bytes();
+    let byte = bytes[at];
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let span = Span { start: at, end: at + char::REPLACEMENT_CHARACTER.len_utf8() };
+    let diagnostic = Diagnostic::error(format!("the file is not valid UTF-8 (byte 0x{byte:02x})"), Some(span))
+        .with_label("pipeline files are UTF-8 text: save it as UTF-8");
+    LoadError::Syntax { path: path.to_path_buf(), text, diagnostic: Box::new(diagnostic) }
 }
 
 /// Parse a pipeline from text; `path` only names it in messages.
@@ -155,6 +169,17 @@ mod tests {
     fn bad_syntax_is_reported_with_line_and_column() {
         let (_, line, _) = syntax_error("Pipeline(name: \"p\",\n  steps: [\n    Step(id: \"a\" kind: Shell()),\n])");
         assert_eq!(line, 3);
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.ron");
+        std::fs::write(&path, b"Pipeline(\n  name: \"p\xe9\",\n)").unwrap();
+        let Err(e @ LoadError::Syntax { .. }) = load(&path) else { panic!("expected a syntax error") };
+        let out = e.render();
+        assert!(out.contains("not valid UTF-8 (byte 0xe9)"), "{out}");
+        assert!(out.contains("p.ron:2:11"), "{out}");
     }
 
     #[test]

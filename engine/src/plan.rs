@@ -112,10 +112,18 @@ impl Plan {
                 }
             }
         }
-        if let Err(cycle) = petgraph::algo::toposort(&graph, None) {
-            let node = &graph[cycle.node_id()];
-            let span = pipeline.loaded.source_map().nearest(&format!("steps[{}].kind", node.step));
-            errors.push(Diagnostic::error(format!("the parts of `{}` depend on each other in a cycle", node.id), span));
+        if petgraph::algo::toposort(&graph, None).is_err() {
+            let needs = |i: usize| graph.neighbors_directed(NodeIndex::new(i), Direction::Incoming).map(|n| n.index());
+            for cycle in crate::validate::find_cycles(graph.node_count(), |i| needs(i).collect()) {
+                let node = &graph[NodeIndex::new(cycle[0])];
+                let spelled = crate::validate::spell_cycle(cycle.iter().rev().map(|&i| &*graph[NodeIndex::new(i)].id));
+                let span = pipeline.loaded.source_map().nearest(&format!("steps[{}].kind", node.step));
+                let step = crate::diagnostic::elide(&steps[node.step].id, crate::diagnostic::MAX_QUOTED);
+                errors.push(Diagnostic::error(
+                    format!("the parts of `{step}` depend on each other in a cycle: {spelled}"),
+                    span,
+                ));
+            }
         }
         if errors.is_empty() {
             Ok(Plan { pipeline, graph })

@@ -54,6 +54,52 @@ impl SourceMap {
     }
 }
 
+/// Byte offset in `text` of byte `decoded` of the value of the string literal at `literal` (`"..."` with escapes,
+/// or `r#"..."#`): where a part of a string's value is written. `None` when `literal` is not a string literal or
+/// `decoded` falls inside an escape.
+pub fn literal_offset(text: &str, literal: Span, decoded: usize) -> Option<usize> {
+    let src = text.get(literal.start..literal.end)?;
+    let bytes = src.as_bytes();
+    if bytes.first() == Some(&b'r') {
+        let hashes = bytes[1..].iter().take_while(|b| **b == b'#').count();
+        let open = hashes + 2;
+        let inner = src.len().checked_sub(open + 1 + hashes)?;
+        return (decoded <= inner).then_some(literal.start + open + decoded);
+    }
+    if bytes.first() != Some(&b'"') {
+        return None;
+    }
+    let (mut i, mut out) = (1, 0);
+    while out < decoded {
+        let c = src.get(i..)?.chars().next()?;
+        if c == '"' {
+            return None;
+        }
+        if c != '\\' {
+            i += c.len_utf8();
+            out += c.len_utf8();
+            continue;
+        }
+        let escape = src.get(i + 1..)?.chars().next()?;
+        let (written, value) = match escape {
+            'x' => (4, 1),
+            'u' if src[i + 2..].starts_with('{') => {
+                let close = src[i..].find('}')?;
+                let c = char::from_u32(u32::from_str_radix(src.get(i + 3..i + close)?, 16).ok()?)?;
+                (close + 1, c.len_utf8())
+            }
+            'u' => {
+                let c = char::from_u32(u32::from_str_radix(src.get(i + 2..i + 6)?, 16).ok()?)?;
+                (6, c.len_utf8())
+            }
+            other => (1 + other.len_utf8(), 1),
+        };
+        i += written;
+        out += value;
+    }
+    (out == decoded).then_some(literal.start + i)
+}
+
 struct Scanner<'a> {
     text: &'a [u8],
     pos: usize,
@@ -152,7 +198,7 @@ impl Scanner<'_> {
                 self.skip_trivia();
                 if self.peek() == Some(b'(') {
                     self.pos += 1;
-                    self.group(&path)?;
+                    self.call(&path)?;
                 }
             }
             _ => {
@@ -254,21 +300,49 @@ impl Scanner<'_> {
         }
     }
 
-    /// The inside of `( ... )`: struct fields (`name: value`) or tuple elements.
-    fn group(&mut self, path: &str) -> Option<()> {
+    /// The inside of `Name( ... )`. A newtype variant's one value is transparent, as serde sees it (`stacks:
+    /// Listed([a, b])` is `{"Listed": [a, b]}`): `a` is at `stacks[0]`, not `stacks[0][0]`; struct fields and the
+    /// elements of a longer tuple are as in [`Self::group`].
+    fn call(&mut self, path: &str) -> Option<()> {
         self.skip_trivia();
+        let save = self.pos;
+        if self.is_struct() || self.peek()? == b')' {
+            return self.group(path);
+        }
+        // One value then `)`: transparent (the caller records the whole call's span at `path` after this).
+        self.value(path.to_string())?;
+        self.skip_trivia();
+        if self.peek()? == b',' {
+            self.pos += 1;
+            self.skip_trivia();
+        }
+        if self.peek()? == b')' {
+            self.pos += 1;
+            return Some(());
+        }
+        self.pos = save;
+        self.sequence(path, b')')
+    }
+
+    /// Whether a group starts with `name:` (a struct's fields).
+    fn is_struct(&mut self) -> bool {
         let save = self.pos;
         let is_struct = match self.peek() {
             Some(c) if c.is_ascii_alphabetic() || c == b'_' => {
                 self.ident();
                 self.skip_trivia();
-                let colon = self.peek() == Some(b':');
-                self.pos = save;
-                colon
+                self.peek() == Some(b':')
             }
             _ => false,
         };
-        if !is_struct {
+        self.pos = save;
+        is_struct
+    }
+
+    /// The inside of `( ... )`: struct fields (`name: value`) or tuple elements.
+    fn group(&mut self, path: &str) -> Option<()> {
+        self.skip_trivia();
+        if !self.is_struct() {
             return self.sequence(path, b')');
         }
         loop {
@@ -319,5 +393,23 @@ mod tests {
         assert_eq!(at("steps[1].env.K"), "\"v\"");
         assert!(at("steps[1]").starts_with("(id: \"b\""));
         assert_eq!(map.nearest("steps[1].timeout").map(|s| s.start), map.get("steps[1]").map(|s| s.start));
+    }
+
+    #[test]
+    fn a_newtype_variant_s_value_is_at_the_variant_s_path_as_serde_sees_it() {
+        let text =
+            r#"(kind: Deploy(stacks: Listed([(name: "A"), (name: "1bad", depends_on: ["Cc"])]), role: Arn("x")))"#;
+        let map = SourceMap::index(text);
+        let at = |p: &str| {
+            let s = map.get(p).unwrap_or_else(|| panic!("no span for {p}"));
+            &text[s.start..s.end]
+        };
+        assert_eq!(at("kind.stacks[1].name"), "\"1bad\"");
+        assert_eq!(at("kind.stacks[1].depends_on[0]"), "\"Cc\"");
+        assert!(at("kind.stacks").starts_with("Listed(["));
+        assert_eq!(at("kind.role"), "Arn(\"x\")");
+        // A tuple of two keeps its elements' indices.
+        let map = SourceMap::index("(t: Pair(\"a\", \"b\"))");
+        assert_eq!(map.get("t[1]").map(|s| s.start), Some(14));
     }
 }

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use petgraph::graph::DiGraph;
 
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{elide, Diagnostic, Severity, MAX_QUOTED};
 use crate::load::Loaded;
-use crate::model::Step;
 use crate::source_map::Span;
 use crate::step::{Catalog, Upstream};
 use crate::subst::{self, Piece};
@@ -15,12 +14,20 @@ use crate::subst::{self, Piece};
 /// The longest timeout that still makes sense for one attempt of a step.
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest pipeline name, step id, stack name or asset id, in characters. Each becomes a file or directory
+/// name (runs, logs, locks, workspaces: 255 bytes at most on Linux, the run id adds 21) and a column of `plan`,
+/// `status` and `history`; 128 is also CloudFormation's limit for a stack name.
+pub const MAX_NAME: usize = 128;
 
 /// A pipeline that passed validation.
 #[derive(Debug, Clone)]
 pub struct ValidPipeline {
     pub loaded: Loaded,
     pub warnings: Vec<Diagnostic>,
+    /// `${env:NAME}` variables that are not set, one warning each, kept apart from `warnings`: `validate` and
+    /// `plan` show them, `run` makes them errors instead ([`ValidPipeline::env_refs`]), and commands that only read
+    /// saved runs say nothing of them.
+    pub unset_env: Vec<Diagnostic>,
     /// Every `${env:NAME}` of the steps that hold any, with where it is written.
     pub env_refs: EnvRefs,
     /// Whether a step's fields hold any `${...}` (substitution can be skipped when not).
@@ -97,7 +104,7 @@ pub fn validate(
     let index = v.ids();
     v.needs(&index);
     let cyclic = v.cycles(&index);
-    let (env_refs, has_refs) = v.references(&index, !cyclic, catalog, env);
+    let (env_refs, has_refs, mut unset_env) = v.references(&index, !cyclic, catalog, env);
     v.kinds(catalog);
 
     let mut diags = v.diags;
@@ -106,7 +113,8 @@ pub fn validate(
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(Invalid { loaded: Box::new(loaded), diagnostics: diags });
     }
-    Ok(ValidPipeline { loaded, warnings: diags, env_refs, has_refs })
+    unset_env.sort_by_key(|d| (d.span.map(|s| s.start), d.message.clone()));
+    Ok(ValidPipeline { loaded, warnings: diags, unset_env, env_refs, has_refs })
 }
 
 struct Validator<'a> {
@@ -130,8 +138,13 @@ impl<'a> Validator<'a> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             self.error(
                 "name",
-                format!("pipeline name `{name}` must be non-empty and use only letters, digits, `-` and `_`"),
+                format!(
+                    "pipeline name `{}` must be non-empty and use only letters, digits, `-` and `_`",
+                    elide(name, MAX_QUOTED)
+                ),
             );
+        } else if let Some(message) = too_long("pipeline name", name) {
+            self.error("name", message);
         }
     }
 
@@ -178,14 +191,19 @@ impl<'a> Validator<'a> {
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 self.error(
                     &path,
-                    format!("step id `{id}` must be non-empty and use only letters, digits, `-` and `_`"),
+                    format!(
+                        "step id `{}` must be non-empty and use only letters, digits, `-` and `_`",
+                        elide(id, MAX_QUOTED)
+                    ),
                 );
+            } else if let Some(message) = too_long("step id", id) {
+                self.error(&path, message);
             }
             if let Some(&first) = index.get(id) {
                 let first_line = self
                     .span(&format!("steps[{first}].id"))
                     .map(|s| crate::diagnostic::line_col(&self.loaded.text, s.start).0);
-                let d = self.error(&path, format!("duplicate step id `{id}`"));
+                let d = self.error(&path, format!("duplicate step id `{}`", elide(id, MAX_QUOTED)));
                 if let Some(line) = first_line {
                     d.label = Some(format!("first defined on line {line}"));
                 }
@@ -200,11 +218,12 @@ impl<'a> Validator<'a> {
         for (i, step) in self.loaded.pipeline.steps.iter().enumerate() {
             for (j, need) in step.needs.iter().enumerate() {
                 let path = format!("steps[{i}].needs[{j}]");
+                let id = elide(&step.id, MAX_QUOTED);
                 if *need == step.id {
-                    self.error(&path, format!("`{}` needs itself", step.id));
+                    self.error(&path, format!("`{id}` needs itself"));
                 } else if !index.contains_key(need.as_str()) {
                     let suggestion = closest(need, index.keys().copied());
-                    let d = self.error(&path, format!("`{}` needs unknown step `{need}`", step.id));
+                    let d = self.error(&path, format!("`{id}` needs unknown step `{}`", elide(need, MAX_QUOTED)));
                     if let Some(s) = suggestion {
                         d.label = Some(format!("did you mean `{s}`?"));
                     }
@@ -213,36 +232,24 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// Reports every cycle of `needs`; true when there is one.
+    /// Reports every cycle of `needs`, spelled out in run order from its step first in the file, at the `needs`
+    /// entry of that step that closes it; true when there is one.
     fn cycles(&mut self, index: &HashMap<&str, usize>) -> bool {
         let steps = &self.loaded.pipeline.steps;
-        let mut graph = DiGraph::<usize, ()>::with_capacity(steps.len(), steps.len());
-        let nodes: Vec<_> = (0..steps.len()).map(|i| graph.add_node(i)).collect();
-        for (i, step) in steps.iter().enumerate() {
-            for need in &step.needs {
-                if let Some(&n) = index.get(need.as_str()) {
-                    if n != i {
-                        graph.add_edge(nodes[n], nodes[i], ());
-                    }
-                }
-            }
+        let needs = |i: usize| -> Vec<usize> {
+            steps[i].needs.iter().filter_map(|n| index.get(n.as_str()).copied()).filter(|&n| n != i).collect()
+        };
+        let cycles = find_cycles(steps.len(), needs);
+        for cycle in &cycles {
+            // `cycle` in needs order: cycle[0] needs cycle[1] ... needs cycle[0]. Shown in run order.
+            let (start, closing) = (cycle[0], cycle[1]);
+            let spelled = spell_cycle(cycle.iter().rev().map(|&i| steps[i].id.as_str()));
+            let j = steps[start].needs.iter().position(|n| index.get(n.as_str()) == Some(&closing)).unwrap_or(0);
+            let path = format!("steps[{start}].needs[{j}]");
+            self.error(&path, format!("cycle in needs: {spelled}")).label =
+                Some("this need closes the cycle; one of the `needs` in it must go".into());
         }
-        let mut found = false;
-        // Kosaraju's search is iterative: a chain of 100k steps must not overflow the stack.
-        for scc in petgraph::algo::kosaraju_scc(&graph) {
-            if scc.len() < 2 {
-                continue;
-            }
-            found = true;
-            let members: BTreeSet<usize> = scc.iter().map(|n| graph[*n]).collect();
-            let start = *members.iter().next().unwrap();
-            let cycle = cycle_through(steps, index, &members, start);
-            let spelled: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
-            let path = format!("steps[{start}].id");
-            self.error(&path, format!("cycle in needs: {}", spelled.join(" -> "))).label =
-                Some("each step runs before the next one; one of these `needs` must go".into());
-        }
-        found
+        !cycles.is_empty()
     }
 
     /// Check `${...}` in every string field: syntax, and that output references name upstream steps.
@@ -252,7 +259,7 @@ impl<'a> Validator<'a> {
         acyclic: bool,
         catalog: &dyn Catalog,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> (EnvRefs, Vec<bool>) {
+    ) -> (EnvRefs, Vec<bool>, Vec<Diagnostic>) {
         let steps = &self.loaded.pipeline.steps;
         let mut env_refs = vec![Vec::new(); steps.len()];
         let mut has_refs = vec![false; steps.len()];
@@ -283,8 +290,15 @@ impl<'a> Validator<'a> {
                 };
                 for piece in pieces {
                     match piece {
-                        Piece::Env(name) => env_refs[i].push((name.to_string(), self.span(&path))),
-                        Piece::Output { node, key } => self.output_reference(i, &path, node, key, index, acyclic),
+                        Piece::Env(name) => {
+                            let span = self.reference_span(&path, &text, name, "${env:".len(), name.len() + 1);
+                            env_refs[i].push((name.to_string(), span))
+                        }
+                        Piece::Output { node, key } => {
+                            let after = offset_in(&text, key) + key.len() + 1 - offset_in(&text, node);
+                            let span = self.reference_span(&path, &text, node, "${steps.".len(), after);
+                            self.output_reference(i, span, node, key, index, acyclic)
+                        }
                         Piece::Text(_) => {}
                     }
                 }
@@ -300,7 +314,7 @@ impl<'a> Validator<'a> {
                     for piece in pieces {
                         match piece {
                             Piece::Env(name) => {
-                                let span = self.span(&path);
+                                let span = self.reference_span(&path, v, name, "${env:".len(), name.len() + 1);
                                 for (refs, flag) in env_refs.iter_mut().zip(has_refs.iter_mut()) {
                                     refs.push((name.to_string(), span));
                                     *flag = true;
@@ -316,24 +330,39 @@ impl<'a> Validator<'a> {
             }
         }
         let mut warned = BTreeSet::new();
+        let mut unset = Vec::new();
         for (refs, step) in env_refs.iter().zip(steps) {
             if !catalog.resolves_fields(step) {
                 continue;
             }
             for (name, span) in refs {
                 if env(name).is_none() && warned.insert((name.clone(), span.map(|s| s.start))) {
-                    self.diags.push(Diagnostic::warning(format!("environment variable `{name}` is not set"), *span));
+                    unset.push(Diagnostic::warning(format!("environment variable `{name}` is not set"), *span));
                 }
             }
         }
         let env_refs = env_refs.into_iter().enumerate().filter(|(_, refs)| !refs.is_empty()).collect();
-        (env_refs, has_refs)
+        (env_refs, has_refs, unset)
+    }
+
+    /// Where a `${...}` reference is written: `inner` is a part of the field's `text` that starts `before` bytes
+    /// after the `$` and ends `after` bytes before the reference's end. The field's whole value when the
+    /// reference cannot be placed inside it (a string with escapes that do not map back).
+    fn reference_span(&self, path: &str, text: &str, inner: &str, before: usize, after: usize) -> Option<Span> {
+        let literal = self.loaded.source_map().get(path);
+        let start = offset_in(text, inner).checked_sub(before);
+        let inside = literal.zip(start).and_then(|(literal, start)| {
+            let from = crate::source_map::literal_offset(&self.loaded.text, literal, start)?;
+            let to = crate::source_map::literal_offset(&self.loaded.text, literal, start + before + after)?;
+            Some(Span { start: from, end: to })
+        });
+        inside.or_else(|| self.span(path))
     }
 
     fn output_reference(
         &mut self,
         i: usize,
-        path: &str,
+        span: Option<Span>,
         node: &str,
         key: &str,
         index: &HashMap<&str, usize>,
@@ -341,19 +370,25 @@ impl<'a> Validator<'a> {
     ) {
         let steps = &self.loaded.pipeline.steps;
         let step_id = node.split('/').next().unwrap_or(node);
+        let (id, key) = (elide(&steps[i].id, MAX_QUOTED), elide(key, MAX_QUOTED));
         let Some(&target) = index.get(step_id) else {
-            let d = self.error(path, format!("`{}` refers to output `{key}` of unknown step `{step_id}`", steps[i].id));
+            let mut d = Diagnostic::error(
+                format!("`{id}` refers to output `{key}` of unknown step `{}`", elide(step_id, MAX_QUOTED)),
+                span,
+            );
             if let Some(s) = closest(step_id, index.keys().copied()) {
                 d.label = Some(format!("did you mean `{s}`?"));
             }
+            self.diags.push(d);
             return;
         };
         if acyclic && !Upstream::new(steps, index, i).contains(target) {
-            self.error(
-                path,
-                format!("`{}` refers to output `{key}` of `{node}`, which is not upstream of it", steps[i].id),
-            )
-            .label = Some(format!("add `{step_id}` to the needs of `{}`", steps[i].id));
+            let message = format!(
+                "`{id}` refers to output `{key}` of `{}`, which is not upstream of it",
+                elide(node, MAX_QUOTED)
+            );
+            self.diags
+                .push(Diagnostic::error(message, span).with_label(format!("add `{step_id}` to the needs of `{id}`")));
         }
     }
 
@@ -368,51 +403,100 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// `what` (a name that becomes a file name and a column) is longer than [`MAX_NAME`]: the message saying so.
+pub fn too_long(what: &str, name: &str) -> Option<String> {
+    let count = name.chars().count();
+    (count > MAX_NAME).then(|| {
+        format!("{what} `{}` is {count} characters long: at most {MAX_NAME} are allowed", elide(name, MAX_QUOTED))
+    })
+}
+
+/// Byte offset of `part`, a slice of `text`, in `text`.
+fn offset_in(text: &str, part: &str) -> usize {
+    (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize).min(text.len())
+}
+
 /// The closest name to `wrong`, if close enough to be a likely typo.
 pub fn closest<'a>(wrong: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    // The distance costs the product of the lengths: a name far longer than any valid one has no close match.
+    if wrong.len() > 4 * MAX_NAME {
+        return None;
+    }
     names
+        .filter(|n| n.len() <= 4 * MAX_NAME)
         .map(|n| (strsim::damerau_levenshtein(wrong, n), n))
         .filter(|(d, n)| *d <= (n.len().max(wrong.len()) / 3).max(1) || n.starts_with(wrong) || wrong.starts_with(n))
         .min()
         .map(|(_, n)| n)
 }
 
-/// A cycle through `start` inside a strongly connected set, in run order, closed (`a b c a`).
-fn cycle_through(steps: &[Step], index: &HashMap<&str, usize>, members: &BTreeSet<usize>, start: usize) -> Vec<usize> {
-    // Walk "needed by" edges (run order): from a step to the members that need it, until back at start.
-    let dependents = |n: usize| -> Vec<usize> {
-        members
-            .iter()
-            .copied()
-            .filter(|&m| steps[m].needs.iter().any(|need| index.get(need.as_str()) == Some(&n)))
-            .collect()
-    };
-    let mut path = vec![start];
-    let mut seen = BTreeSet::from([start]);
-    fn dfs(
-        at: usize,
-        start: usize,
-        path: &mut Vec<usize>,
-        seen: &mut BTreeSet<usize>,
-        dependents: &dyn Fn(usize) -> Vec<usize>,
-    ) -> bool {
-        for next in dependents(at) {
-            if next == start {
-                path.push(start);
-                return true;
-            }
-            if seen.insert(next) {
-                path.push(next);
-                if dfs(next, start, path, seen, dependents) {
-                    return true;
+/// Every cycle of a graph of `count` items where `needs(i)` lists what item `i` needs (no item needing itself):
+/// one per strongly connected set, through its smallest item, shortest, in needs order and closed
+/// (`[a, c, b, a]`: `a` needs `c`, `c` needs `b`, `b` needs `a`), sorted by that item. Iterative throughout: a
+/// cycle of 100k steps is found without deep recursion.
+pub fn find_cycles(count: usize, needs: impl Fn(usize) -> Vec<usize>) -> Vec<Vec<usize>> {
+    let mut graph = DiGraph::<usize, ()>::with_capacity(count, count);
+    let nodes: Vec<_> = (0..count).map(|i| graph.add_node(i)).collect();
+    let mut edges: Vec<Vec<usize>> = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut out = needs(i);
+        out.retain(|&n| n != i && n < count);
+        for &n in &out {
+            graph.add_edge(nodes[i], nodes[n], ());
+        }
+        edges.push(out);
+    }
+    let mut component = vec![usize::MAX; count];
+    let mut cycles = Vec::new();
+    // Kosaraju's search is iterative: a chain of 100k steps must not overflow the stack.
+    for (c, scc) in petgraph::algo::kosaraju_scc(&graph).into_iter().enumerate() {
+        if scc.len() < 2 {
+            continue;
+        }
+        for n in &scc {
+            component[graph[*n]] = c;
+        }
+        let start = scc.iter().map(|n| graph[*n]).min().unwrap_or(0);
+        // Breadth first from `start` inside the set, until an item that needs `start`.
+        let mut parent: HashMap<usize, usize> = HashMap::from([(start, start)]);
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut last = None;
+        'search: while let Some(at) = queue.pop_front() {
+            for &next in &edges[at] {
+                if next == start {
+                    last = Some(at);
+                    break 'search;
                 }
-                path.pop();
+                if component[next] == c && !parent.contains_key(&next) {
+                    parent.insert(next, at);
+                    queue.push_back(next);
+                }
             }
         }
-        false
+        let Some(mut at) = last else { continue };
+        let mut cycle = vec![start];
+        while at != start {
+            cycle.push(at);
+            at = parent[&at];
+        }
+        cycle.push(start);
+        let last = cycle.len() - 1;
+        cycle[1..last].reverse();
+        // cycle = [start, p1, ..., w, start] with start needing p1.
+        cycles.push(cycle);
     }
-    dfs(start, start, &mut path, &mut seen, &dependents);
-    path
+    cycles.sort();
+    cycles
+}
+
+/// A closed cycle of names as `a -> b -> c -> a`; a long one keeps its first and last ten links.
+pub fn spell_cycle<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let count = names.len();
+    let names: Vec<String> = names.map(|n| elide(n, MAX_QUOTED).into_owned()).collect();
+    if count <= 21 {
+        return names.join(" -> ");
+    }
+    format!("{} -> … {} more … -> {}", names[..10].join(" -> "), count - 20, names[count - 10..].join(" -> "))
 }
 
 /// Every string of a serialized step kind with its source path (enum variant names are transparent).

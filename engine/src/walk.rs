@@ -734,9 +734,26 @@ impl subst::Lookup for NodeValues<'_> {
     }
 }
 
-/// A node id as a relative file path: parts of expanded steps go in a folder named after the step.
+/// A node id as a relative file path: parts of expanded steps go in a folder named after the step. Any id gives a
+/// path that stays inside the run directory and that the file system takes: a part named at run time (from a
+/// cloud assembly) that is empty, `.` or `..` becomes `_`, and one longer than 200 bytes is cut and keeps a hash
+/// of the whole (file names are at most 255 bytes, and `.codebuild.json` is added to it).
 pub fn node_file_stem(id: &str) -> PathBuf {
-    id.split('/').collect()
+    id.split('/')
+        .map(|part| match part {
+            "" | "." | ".." => "_".to_string(),
+            long if long.len() > 200 => {
+                let mut cut = 180;
+                while !long.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let mut hash = crate::incremental::Fingerprint::default();
+                hash.add("part", long.as_bytes());
+                format!("{}-{}", &long[..cut], &hash.finish()[..16])
+            }
+            short => short.to_string(),
+        })
+        .collect()
 }
 
 /// What a panic said, when it said it with a string.
@@ -818,4 +835,19 @@ impl NodeContext {
 /// Where a run's files go: `<state>/runs/<run-id>`.
 pub fn run_dir(state_dir: &Path, run_id: &str) -> PathBuf {
     state_dir.join("runs").join(run_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_node_id_is_a_file_path_inside_the_run_directory() {
+        use std::path::Component;
+        let long = "é".repeat(300);
+        for id in ["a", "deploy/Stack", "p/..", "p/../../etc", "p//x", "/abs", &format!("p/{long}")] {
+            let stem = super::node_file_stem(id);
+            assert!(stem.components().all(|c| matches!(c, Component::Normal(_))), "{id}: {stem:?}");
+            assert!(stem.iter().all(|c| c.len() <= 200), "{id}: {stem:?}");
+        }
+        assert_eq!(super::node_file_stem("deploy/Stack"), std::path::PathBuf::from("deploy/Stack"));
+    }
 }

@@ -27,7 +27,7 @@ pub fn main(args: BootstrapArgs, state_dir: &Path) -> Result<ExitCode, String> {
     let file = dir.join("bootstrap.ron");
     std::fs::write(&file, &text).map_err(|e| format!("error: cannot write {}: {e}\n", file.display()))?;
     let loaded = engine::load::parse(&file, text).map_err(|e| e.render())?;
-    let planned = runner::pipeline::plan_loaded(loaded, &[])?;
+    let planned = runner::pipeline::plan_loaded_for(loaded, &[], runner::pipeline::Purpose::Run)?;
     eprintln!(
         "bootstrap: aws://{}/{} (qualifier {}), trusting {}, acting as {}",
         b.account,

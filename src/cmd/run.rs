@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use engine::step::StopReason;
+use runner::pipeline::Purpose;
 use runner::report::{JsonReporter, JunitReporter, PlainReporter, Reporter, TtyReporter};
 use runner::run::{RunEnd, RunRequest};
 use steps::approval::ApprovalMode;
@@ -14,7 +15,8 @@ use tokio::sync::watch;
 use crate::cli::{OutputFormat, RunArgs};
 
 pub fn main(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
-    let planned = runner::pipeline::load(&args.file, &args.sources.source_dir)?;
+    let purpose = if args.dry_run { Purpose::Inspect } else { Purpose::Run };
+    let planned = runner::pipeline::load_for(&args.file, &args.sources.source_dir, purpose)?;
     if args.dry_run {
         print!("{}", engine::graph::waves(&planned.plan, runner::pipeline::jobs_for(&planned.plan, args.jobs)));
         return Ok(ExitCode::SUCCESS);

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn main(file: &Path, run: Option<&str>, state_dir: &Path) -> Result<ExitCode, String> {
-    let planned = runner::pipeline::load(file, &[])?;
+    let planned = runner::pipeline::load_for(file, &[], runner::pipeline::Purpose::ReadRuns)?;
     print!("{}", runner::runs::status(state_dir, planned.name(), run)?);
     Ok(ExitCode::SUCCESS)
 }

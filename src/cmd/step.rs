@@ -11,7 +11,7 @@ use runner::run::RunRequest;
 use crate::cli::OutputFormat;
 
 pub fn main(file: &Path, step_id: &str, state_dir: &Path) -> Result<ExitCode, String> {
-    let planned = runner::pipeline::load(file, &[])?;
+    let planned = runner::pipeline::load_for(file, &[], runner::pipeline::Purpose::Run)?;
     let pipeline = &planned.plan.pipeline.loaded.pipeline;
     let Some(written) = pipeline.steps.iter().find(|s| s.id == step_id) else {
         let hint = closest(step_id, pipeline.steps.iter().map(|s| s.id.as_str()))
@@ -47,7 +47,7 @@ pub fn main(file: &Path, step_id: &str, state_dir: &Path) -> Result<ExitCode, St
     std::fs::create_dir_all(&state).map_err(|e| format!("error: cannot create {}: {e}\n", state.display()))?;
     let one = state.join(format!("step-{step_id}.ron"));
     std::fs::write(&one, text).map_err(|e| format!("error: cannot write {}: {e}\n", one.display()))?;
-    let planned = runner::pipeline::load(&one, &[])?;
+    let planned = runner::pipeline::load_for(&one, &[], runner::pipeline::Purpose::Run)?;
     let mut request = RunRequest::new(planned, one, state.clone());
     request.force = true;
     request.local_only = true;

@@ -116,7 +116,8 @@ impl Summary {
     /// The table, the critical path and the counts.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let width = self.rows.iter().map(|r| r.node.len()).max().unwrap_or(4).max(4);
+        let width =
+            self.rows.iter().map(|r| r.node.chars().count()).max().unwrap_or(4).clamp(4, engine::graph::MAX_COLUMN);
         let _ = writeln!(out, "\n{:width$}  {:10}  {:>9}", "step", "status", "duration");
         for r in &self.rows {
             let status = r.status.map_or("not run", Status::as_str);

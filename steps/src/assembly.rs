@@ -369,6 +369,23 @@ fn read_stack(
     })
 }
 
+/// Why none of `left` can go next: a cycle spelled out in deploy order, or a dependency on no stack of the stage.
+fn why_unordered(left: &[StackArtifact], done: &HashSet<String>) -> String {
+    let index: HashMap<&str, usize> = left.iter().enumerate().map(|(i, s)| (s.stack_name.as_str(), i)).collect();
+    let depends_on = |i: usize| left[i].depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).collect();
+    if let Some(cycle) = engine::validate::find_cycles(left.len(), depends_on).first() {
+        let spelled = engine::validate::spell_cycle(cycle.iter().rev().map(|&i| left[i].stack_name.as_str()));
+        return format!("the stacks depend on each other in a cycle: {spelled}");
+    }
+    let (stack, missing) = left
+        .iter()
+        .find_map(|s| {
+            s.depends_on.iter().find(|d| !done.contains(*d) && !index.contains_key(d.as_str())).map(|d| (s, d))
+        })
+        .map_or(("?", "?"), |(s, d)| (s.stack_name.as_str(), d.as_str()));
+    format!("stack `{stack}` depends on `{missing}`, which is not a stack of this assembly")
+}
+
 /// Stacks sorted so each comes after what it depends on; a cycle is an error.
 fn order_stacks(stacks: Vec<StackArtifact>, path: &Path) -> Result<Vec<StackArtifact>, String> {
     let mut done: HashSet<String> = HashSet::new();
@@ -378,8 +395,7 @@ fn order_stacks(stacks: Vec<StackArtifact>, path: &Path) -> Result<Vec<StackArti
         let (ready, rest): (Vec<_>, Vec<_>) =
             left.into_iter().partition(|s| s.depends_on.iter().all(|d| done.contains(d)));
         if ready.is_empty() {
-            let names: Vec<&str> = rest.iter().map(|s| s.stack_name.as_str()).collect();
-            return Err(format!("{}: the stacks {} depend on each other in a cycle", path.display(), names.join(", ")));
+            return Err(format!("{}: {}", path.display(), why_unordered(&rest, &done)));
         }
         done.extend(ready.iter().map(|s| s.stack_name.clone()));
         ordered.extend(ready);
@@ -512,6 +528,20 @@ fn destinations<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cycle_between_an_assembly_s_stacks_is_spelled_out() {
+        let stack = |name: &str, deps: &[&str]| StackArtifact {
+            stack_name: name.into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        let stacks = vec![stack("Base", &[]), stack("A", &["Base", "C"]), stack("B", &["A"]), stack("C", &["B"])];
+        let err = order_stacks(stacks, Path::new("cdk.out/manifest.json")).unwrap_err();
+        assert!(err.ends_with("the stacks depend on each other in a cycle: A -> B -> C -> A"), "{err}");
+        let err = order_stacks(vec![stack("A", &["Gone"])], Path::new("m.json")).unwrap_err();
+        assert!(err.contains("stack `A` depends on `Gone`, which is not a stack of this assembly"), "{err}");
+    }
 
     /// A small assembly as `cdk synth` writes it: one stage `Dev`, two stacks (B after A), a zip and a file asset.
     pub fn hand_made() -> tempfile::TempDir {

@@ -12,6 +12,7 @@ use aws_sdk_cloudformation::types::{
 };
 use aws_sdk_cloudformation::Client as Cfn;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use engine::diagnostic::{elide, MAX_QUOTED};
 use engine::event::{Status, Stream};
 use engine::model::{DeployMethod, DeployRole, DeploySpec, StackSpec, Stacks, Step, StepKind};
 use engine::step::{Expansion, NodeContext, NodeSuccess, Outputs, Part, StepError, StepRunner, StopSignal};
@@ -67,10 +68,14 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
             && stack.name.len() <= 128
             && stack.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !valid && !templated(&stack.name) {
-            problems.push((
-                at("name"),
-                format!("stack name `{}` must start with a letter and use only letters, digits and `-`", stack.name),
-            ));
+            let message = match engine::validate::too_long("stack name", &stack.name) {
+                Some(too_long) => too_long,
+                None => format!(
+                    "stack name `{}` must start with a letter and use only letters, digits and `-`",
+                    elide(&stack.name, MAX_QUOTED)
+                ),
+            };
+            problems.push((at("name"), message));
         }
         if !seen.insert(stack.name.as_str()) {
             problems.push((at("name"), format!("duplicate stack `{}` in this stage", stack.name)));
@@ -87,7 +92,11 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
                     .unwrap_or_default();
                 problems.push((
                     format!("stacks[{i}].depends_on[{j}]"),
-                    format!("stack `{}` depends on `{dep}`, which is not a stack of this stage{hint}", stack.name),
+                    format!(
+                        "stack `{}` depends on `{}`, which is not a stack of this stage{hint}",
+                        elide(&stack.name, MAX_QUOTED),
+                        elide(dep, MAX_QUOTED)
+                    ),
                 ));
             }
         }
@@ -99,6 +108,15 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
                 ));
             }
         }
+    }
+    // Cycles of `depends_on`, spelled out, at the entry that closes each.
+    let position: HashMap<&str, usize> = list.iter().enumerate().rev().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let depends_on = |i: usize| list[i].depends_on.iter().filter_map(|d| position.get(d.as_str()).copied()).collect();
+    for cycle in engine::validate::find_cycles(list.len(), depends_on) {
+        let (start, closing) = (cycle[0], cycle[1]);
+        let j = list[start].depends_on.iter().position(|d| position.get(d.as_str()) == Some(&closing)).unwrap_or(0);
+        let spelled = engine::validate::spell_cycle(cycle.iter().rev().map(|&i| list[i].name.as_str()));
+        problems.push((format!("stacks[{start}].depends_on[{j}]"), format!("cycle in depends_on: {spelled}")));
     }
     if let DeployRole::Arn(arn) = &spec.role {
         if !templated(arn) && !arn.starts_with("arn:") {

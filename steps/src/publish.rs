@@ -55,14 +55,17 @@ pub fn check(spec: &PublishSpec) -> Vec<(String, String)> {
             let mut seen = std::collections::HashSet::new();
             for (i, f) in files.iter().enumerate() {
                 let valid = !f.id.is_empty() && f.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                let id = engine::diagnostic::elide(&f.id, engine::diagnostic::MAX_QUOTED);
                 if !valid {
                     problems.push((
                         format!("assets.files[{i}].id"),
-                        format!("asset id `{}` must be non-empty and use only letters, digits, `-` and `_`", f.id),
+                        format!("asset id `{id}` must be non-empty and use only letters, digits, `-` and `_`"),
                     ));
+                } else if let Some(message) = engine::validate::too_long("asset id", &f.id) {
+                    problems.push((format!("assets.files[{i}].id"), message));
                 }
                 if !seen.insert(f.id.as_str()) {
-                    problems.push((format!("assets.files[{i}].id"), format!("duplicate asset `{}`", f.id)));
+                    problems.push((format!("assets.files[{i}].id"), format!("duplicate asset `{id}`")));
                 }
                 if f.path.trim().is_empty() {
                     problems.push((format!("assets.files[{i}].path"), "empty `path`".into()));

@@ -12,6 +12,10 @@ use petgraph::Direction;
 
 use crate::plan::Plan;
 
+/// The widest a column of names is padded to, in characters: a longer name pushes the rest of its line right
+/// instead of widening every line (and formatting stays within its bounds for any name).
+pub const MAX_COLUMN: usize = 64;
+
 /// The dry run: waves of nodes that run together, and what each does.
 pub fn waves(plan: &Plan, jobs: usize) -> String {
     let waves = plan.waves();
@@ -25,7 +29,8 @@ pub fn waves(plan: &Plan, jobs: usize) -> String {
         plan.graph.node_count(),
         waves.len()
     );
-    let width = plan.graph.node_weights().map(|n| n.id.len()).max().unwrap_or(0);
+    // Columns are as wide as the longest id up to a bound (a longer one pushes its line's next column right).
+    let width = plan.graph.node_weights().map(|n| n.id.chars().count()).max().unwrap_or(0).min(MAX_COLUMN);
     let kind_width = plan.graph.node_weights().map(|n| n.kind.len()).max().unwrap_or(0);
     for (k, wave) in waves.iter().enumerate() {
         let _ = writeln!(out, "\nwave {} ({} node{})", k + 1, wave.len(), if wave.len() == 1 { "" } else { "s" });
