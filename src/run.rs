@@ -140,8 +140,15 @@ pub async fn run(
     check_ids(&plan, request.force_steps.iter().chain(&request.approve))?;
 
     let mut lock = PipelineLock::acquire(&state_dir, &name, request.wait_for_lock, &mut reporters).await?;
-    let (run_id, run_dir, mut recorder, resumed) = if request.resume {
-        let resume = runs::resume(&plan, &state_dir, request.allow_changed)?;
+    let resume = match request.resume.then(|| runs::resume(&plan, &state_dir, request.allow_changed)).transpose()? {
+        Some(runs::Resumable::Run(resume)) => Some(resume),
+        Some(runs::Resumable::Fresh(why)) => {
+            notice(&mut reporters, &format!("{why}: starting a new run"));
+            None
+        }
+        None => None,
+    };
+    let (run_id, run_dir, mut recorder, resumed) = if let Some(resume) = resume {
         notice(
             &mut reporters,
             &format!("resuming run {}: {} node(s) done there are reused", resume.run_id, resume.reused.len()),
@@ -159,6 +166,9 @@ pub async fn run(
     lock.holds(&run_id);
     let fingerprints =
         engine::incremental::FingerprintStore::load(&state_dir, &name).map_err(|e| format!("error: {e}\n"))?;
+    if let Some(why) = &fingerprints.damaged {
+        notice(&mut reporters, &format!("warning: {why}"));
+    }
 
     let mut catalog = (*catalog).clone();
     catalog.approvals = steps::approval::ApprovalSettings {

@@ -121,6 +121,15 @@ pub fn status(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<Str
     Ok(out)
 }
 
+/// What `--resume` finds.
+pub enum Resumable {
+    /// The last run, to continue.
+    Run(Resume),
+    /// No run to continue: the pipeline has none yet, or the last one's record cannot be read (the runner died
+    /// before writing it, or it is damaged). A new run starts instead; this says why.
+    Fresh(String),
+}
+
 /// What a resume continues: the run, its state, and the nodes it reuses.
 pub struct Resume {
     pub run_id: String,
@@ -130,12 +139,17 @@ pub struct Resume {
 }
 
 /// The last unfinished or failed run of the plan's pipeline, and which of its nodes stay done: those that
-/// succeeded, whose step did not change, and whose upstream nodes are reused too.
-pub fn resume(plan: &Plan, state_dir: &Path, allow_changed: bool) -> Result<Resume, String> {
+/// succeeded, whose step did not change, and whose upstream nodes are reused too. A last run whose record cannot
+/// be read (or none at all) is [`Resumable::Fresh`]: nothing of it can be trusted, so nothing is reused.
+pub fn resume(plan: &Plan, state_dir: &Path, allow_changed: bool) -> Result<Resumable, String> {
     let pipeline = &plan.pipeline.loaded.pipeline;
-    let (run_id, run_dir) = find_run(state_dir, &pipeline.name, None)
-        .map_err(|_| format!("error: nothing to resume: pipeline `{}` has no runs yet\n", pipeline.name))?;
-    let state = RunState::load(&run_dir).map_err(|e| format!("error: {e}\n"))?;
+    let Ok((run_id, run_dir)) = find_run(state_dir, &pipeline.name, None) else {
+        return Ok(Resumable::Fresh(format!("nothing to resume: pipeline `{}` has no runs yet", pipeline.name)));
+    };
+    let state = match RunState::load(&run_dir) {
+        Ok(state) => state,
+        Err(e) => return Ok(Resumable::Fresh(format!("cannot resume run {run_id}: {e}"))),
+    };
     if state.status == "succeeded" {
         return Err(format!("error: nothing to resume: the last run {run_id} of `{}` succeeded\n", pipeline.name));
     }
@@ -161,7 +175,7 @@ pub fn resume(plan: &Plan, state_dir: &Path, allow_changed: bool) -> Result<Resu
         ));
     }
     let reused = reuse(plan, &state, &changed);
-    Ok(Resume { run_id, run_dir, state, reused })
+    Ok(Resumable::Run(Resume { run_id, run_dir, state, reused }))
 }
 
 fn done(status: &str) -> bool {

@@ -297,8 +297,8 @@ fn the_follow_on_errors_of_an_unknown_need_underline_the_reference() {
     out.assert_code(2).assert_stderr_contains("refers to output `VERSION` of unknown step `buidl`");
     for reference in ["${steps.buidl.outputs.VERSION}", "${steps.buidl.outputs.V}"] {
         let (line, column) = position(&text, reference);
-        let shown = out.stderr.lines().skip_while(|l| !l.contains(&format!("pipeline.ron:{line}:{column}")));
-        let caret = shown.skip(3).next().unwrap_or_else(|| panic!("no caret for {reference}\n{}", out.dump()));
+        let mut shown = out.stderr.lines().skip_while(|l| !l.contains(&format!("pipeline.ron:{line}:{column}")));
+        let caret = shown.nth(3).unwrap_or_else(|| panic!("no caret for {reference}\n{}", out.dump()));
         assert_eq!(caret.matches('^').count(), reference.len(), "{reference}\n{}", out.dump());
     }
 }

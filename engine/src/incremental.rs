@@ -27,23 +27,29 @@ pub struct LastSuccess {
 pub struct FingerprintStore {
     path: PathBuf,
     pub nodes: BTreeMap<String, LastSuccess>,
+    /// Why the store on disk was not used (it was damaged): every node runs as if it never succeeded, and the
+    /// next success writes a whole store again.
+    pub damaged: Option<String>,
 }
 
 impl FingerprintStore {
-    /// Load the store of `pipeline` (empty when there is none; a damaged one is an error naming the file).
+    /// Load the store of `pipeline`: empty when there is none, and when the file is damaged (so any prefix of it
+    /// reads: at worst, incremental steps run again), with [`FingerprintStore::damaged`] saying so. An error only
+    /// when the file cannot be read at all.
     pub fn load(state_dir: &Path, pipeline: &str) -> Result<Self, String> {
         let path = state_dir.join("fingerprints").join(format!("{pipeline}.json"));
-        let nodes = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "cannot read {}: {e} (the file is damaged; delete it and every step runs again)",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        let (nodes, damaged) = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(nodes) => (nodes, None),
+                Err(e) => {
+                    let why = format!("{} is damaged ({e}): incremental steps run again", path.display());
+                    (BTreeMap::new(), Some(why))
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), None),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        Ok(FingerprintStore { path, nodes })
+        Ok(FingerprintStore { path, nodes, damaged })
     }
 
     pub fn record(&mut self, node: &str, success: LastSuccess) -> std::io::Result<()> {

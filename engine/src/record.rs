@@ -48,7 +48,8 @@ pub struct RunState {
 
 impl RunState {
     /// Read a run: its `state.json` with the journal's transitions since replayed on it. A damaged file is an
-    /// error that names it; a last journal line cut short (the runner died while writing it) is left out.
+    /// error that names it; a last journal line cut short (the runner died while writing it) is left out, so any
+    /// prefix of the journal reads.
     pub fn load(run_dir: &Path) -> Result<RunState, String> {
         let path = run_dir.join(STATE);
         let damaged = |path: &Path, e: &dyn std::fmt::Display| {
@@ -57,14 +58,15 @@ impl RunState {
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut state: RunState = serde_json::from_slice(&bytes).map_err(|e| damaged(&path, &e))?;
         let journal = run_dir.join(JOURNAL);
-        let text = match std::fs::read_to_string(&journal) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(&journal) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
             Err(e) => return Err(format!("cannot read {}: {e}", journal.display())),
         };
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        for line in complete.lines().filter(|l| !l.is_empty()) {
-            let transition: Transition = serde_json::from_str(line).map_err(|e| damaged(&journal, &e))?;
+        // Whole lines only: the last one may be cut anywhere, inside a multi-byte character too.
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(&[][..], |end| &bytes[..end]);
+        for line in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let transition: Transition = serde_json::from_slice(line).map_err(|e| damaged(&journal, &e))?;
             transition.apply(&mut state);
         }
         Ok(state)
@@ -464,6 +466,39 @@ mod tests {
         journal.write_all(br#"{"transition":"finished","node":"a","sta"#).unwrap();
         let state = RunState::load(dir.as_path()).unwrap();
         assert_eq!(state.nodes["a"].status, "running");
+    }
+
+    #[test]
+    fn a_journal_cut_inside_a_multi_byte_character_is_read_up_to_its_last_whole_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r-1");
+        let mut recorder = Recorder::new(&dir, "r-1", "p", "p.ron".into(), BTreeMap::new()).unwrap();
+        recorder.handle(&started(&["a", "b"]));
+        recorder.handle(&node_started("a"));
+        let mut done = finished("a", Status::Succeeded);
+        if let EventKind::NodeFinished { outputs, .. } = &mut done.kind {
+            outputs.insert("GREETING".into(), "grüße, 世界".into());
+        }
+        recorder.handle(&done);
+        recorder.handle(&node_started("b"));
+        let journal = std::fs::read(dir.join(JOURNAL)).unwrap();
+        let whole = RunState::load(&dir).unwrap();
+        assert_eq!(whole.nodes["a"].outputs["GREETING"], "grüße, 世界");
+        // Every prefix reads; the state it gives is that of the whole lines in it.
+        for cut in 0..=journal.len() {
+            std::fs::write(dir.join(JOURNAL), &journal[..cut]).unwrap();
+            let state = RunState::load(&dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let lines = journal[..cut].iter().filter(|b| **b == b'\n').count();
+            let a = if lines >= 2 {
+                "succeeded"
+            } else if lines == 1 {
+                "running"
+            } else {
+                "pending"
+            };
+            assert_eq!(state.nodes["a"].status, a, "cut at {cut}");
+            assert_eq!(state.nodes["b"].status, if lines >= 3 { "running" } else { "pending" }, "cut at {cut}");
+        }
     }
 
     #[test]

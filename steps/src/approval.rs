@@ -90,8 +90,9 @@ impl StepRunner for ApprovalStep {
                     return Err(StepError::stopped(reason, "stopped while waiting for approval"));
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if let Ok(text) = std::fs::read_to_string(&file) {
-                        let approved = text.trim() == "approved";
+                    // Only a whole answer counts: anything else (a file being written, or cut short) is no
+                    // answer yet, never a rejection.
+                    if let Some(approved) = parse_answer(&std::fs::read(&file).unwrap_or_default()) {
                         ctx.approvals.answer(&ctx.node, Answer { approved, by: "runner approve".into() });
                     }
                 }
@@ -102,6 +103,27 @@ impl StepRunner for ApprovalStep {
             Ok(approved(&answer.by))
         } else {
             Err(StepError::invalid(format!("`{}` was rejected by {}", ctx.step, answer.by)))
+        }
+    }
+}
+
+/// What an answer file written by `runner approve` says: `approved`, `rejected`, or nothing yet.
+fn parse_answer(bytes: &[u8]) -> Option<bool> {
+    match std::str::from_utf8(bytes).ok()?.trim() {
+        "approved" => Some(true),
+        "rejected" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_whole_answer_counts() {
+        assert_eq!(super::parse_answer(b"approved"), Some(true));
+        assert_eq!(super::parse_answer(b"rejected\n"), Some(false));
+        for prefix in ["", "a", "appro", "rej", "approve"] {
+            assert_eq!(super::parse_answer(prefix.as_bytes()), None, "{prefix:?}");
         }
     }
 }
