@@ -141,7 +141,7 @@ pub async fn run(
 
     let mut lock = PipelineLock::acquire(&state_dir, &name, request.wait_for_lock, &mut reporters).await?;
     let resume = match request.resume.then(|| runs::resume(&plan, &state_dir, request.allow_changed)).transpose()? {
-        Some(runs::Resumable::Run(resume)) => Some(resume),
+        Some(runs::Resumable::Run(resume)) => Some(*resume),
         Some(runs::Resumable::Fresh(why)) => {
             notice(&mut reporters, &format!("{why}: starting a new run"));
             None

@@ -124,7 +124,7 @@ pub fn status(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<Str
 /// What `--resume` finds.
 pub enum Resumable {
     /// The last run, to continue.
-    Run(Resume),
+    Run(Box<Resume>),
     /// No run to continue: the pipeline has none yet, or the last one's record cannot be read (the runner died
     /// before writing it, or it is damaged). A new run starts instead; this says why.
     Fresh(String),
@@ -175,7 +175,7 @@ pub fn resume(plan: &Plan, state_dir: &Path, allow_changed: bool) -> Result<Resu
         ));
     }
     let reused = reuse(plan, &state, &changed);
-    Ok(Resumable::Run(Resume { run_id, run_dir, state, reused }))
+    Ok(Resumable::Run(Box::new(Resume { run_id, run_dir, state, reused })))
 }
 
 fn done(status: &str) -> bool {

@@ -62,6 +62,11 @@ pub fn ron_options() -> ron::Options {
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let bytes = std::fs::read(path)
         .map_err(|e| LoadError::Io { path: path.to_path_buf(), message: e.to_string().to_lowercase() })?;
+    parse_bytes(path, bytes)
+}
+
+/// Parse a pipeline from the bytes of a file; `path` only names it in messages.
+pub fn parse_bytes(path: &Path, bytes: Vec<u8>) -> Result<Loaded, LoadError> {
     let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, e))?;
     parse(path, text)
 }
