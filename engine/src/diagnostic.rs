@@ -11,7 +11,7 @@ use std::fmt;
 use crate::source_map::Span;
 
 /// The most characters of a source line a diagnostic shows.
-pub const LINE_WINDOW: usize = 120;
+pub const LINE_WINDOW: usize = 300;
 /// The most characters of a message (or label) a diagnostic shows.
 pub const MAX_MESSAGE: usize = 600;
 /// The most characters of a name (an id, a path, a found token) quoted inside a message.
