@@ -68,6 +68,10 @@ pub struct RunRequest {
     pub wait_for_lock: bool,
     /// The environment `${env:...}` reads and steps inherit.
     pub env: HashMap<String, String>,
+    /// Source step id -> the commit it checks out whatever its reference points at when it runs: what a trigger
+    /// saw, so that a run deploys the commit that started it (`runner serve`). Empty: each Source fetches its
+    /// reference as it is then.
+    pub source_commits: HashMap<String, String>,
 }
 
 impl RunRequest {
@@ -89,6 +93,7 @@ impl RunRequest {
             local_only: false,
             wait_for_lock: false,
             env: std::env::vars().collect(),
+            source_commits: HashMap::new(),
         }
     }
 }
@@ -164,6 +169,9 @@ pub async fn run(
         (run_id, run_dir, recorder, HashMap::new())
     };
     lock.holds(&run_id);
+    for r in &mut reporters {
+        r.recorded(&run_id, &run_dir);
+    }
     let fingerprints =
         engine::incremental::FingerprintStore::load(&state_dir, &name).map_err(|e| format!("error: {e}\n"))?;
     if let Some(why) = &fingerprints.damaged {
@@ -179,6 +187,7 @@ pub async fn run(
     catalog.self_update.current = pipeline::self_update_base(&plan);
     catalog.local_only = request.local_only;
     catalog.pipeline_file = file.display().to_string();
+    catalog.source_commits = request.source_commits;
     let catalog = Arc::new(catalog);
     let options = WalkOptions {
         run_id: run_id.clone(),

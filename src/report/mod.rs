@@ -25,6 +25,9 @@ pub trait Reporter: Send {
     /// A line for people outside the event stream, before or beside the walk: resuming, preflight, waiting for
     /// another run. Nothing by default.
     fn notice(&mut self, _text: &str) {}
+    /// The run is recorded as `run_id` in `run_dir` (a new run, or the one resumed), before the preflight and the
+    /// walk: a server links to it and remembers which commit it runs. Nothing by default.
+    fn recorded(&mut self, _run_id: &str, _run_dir: &std::path::Path) {}
     /// The run stopped before any step ran: the preflight's errors. Called instead of `finish`. Nothing by default.
     fn not_started(&mut self, _summary: &Summary, _errors: &[String]) {}
 }

@@ -38,6 +38,9 @@ pub struct StepCatalog {
     pub pipeline_file: String,
     /// Inside AWS CodeBuild: Source steps use its checkout instead of fetching.
     pub codebuild: Option<source::CodeBuild>,
+    /// Source step id -> the commit it checks out, whatever its reference points at now: the commit a trigger saw
+    /// (`runner serve`), so that the run deploys the commit that started it.
+    pub source_commits: HashMap<String, String>,
 }
 
 impl StepCatalog {
@@ -125,6 +128,7 @@ impl Catalog for StepCatalog {
                 local: self.checkout_of(&step.id),
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
+                pin: self.source_commits.get(step.id.as_str()).cloned(),
             }),
             StepKind::Shell(spec) => Box::new(shell::ShellStep { spec: spec.clone() }),
             StepKind::Deploy(spec) => Box::new(deploy::DeployStep {

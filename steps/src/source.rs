@@ -259,6 +259,9 @@ pub struct SourceStep {
     /// The pipeline's `aws_endpoint_url` (Secrets Manager).
     pub endpoint: Option<String>,
     pub sessions: Arc<aws::Sessions>,
+    /// The commit to check out, whatever the reference points at now: the one a trigger saw move (`runner
+    /// serve`), so that a run deploys the commit that started it. `BRANCH` still names the reference's branch.
+    pub pin: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -270,26 +273,33 @@ impl StepRunner for SourceStep {
         let url = repository_location(&self.spec.repository, &ctx.workspace);
         let shown = scrub_url(&self.spec.repository);
         let what = format!("{shown} at {}", reference_text(&self.spec.reference));
-        let credentials = self.credentials(ctx).await.map_err(|e| match e {
-            CredentialError::Invalid(m) => StepError::invalid(format!("cannot fetch {what}: {m}")),
-            CredentialError::Failed(m) => StepError::failed(format!("cannot fetch {what}: {m}")),
-        })?;
+        let env = |name: &str| ctx.env.get(name).cloned().or_else(|| std::env::var(name).ok());
+        let credentials =
+            read_credentials(&self.spec.auth, &env, &ctx.workspace, &self.sessions, self.endpoint.as_deref())
+                .await
+                .map_err(|e| match e {
+                    CredentialError::Invalid(m) => StepError::invalid(format!("cannot fetch {what}: {m}")),
+                    CredentialError::Failed(m) => StepError::failed(format!("cannot fetch {what}: {m}")),
+                })?;
         let redactor = Redactor::new(credentials.as_ref().map(Credentials::secrets).unwrap_or_default());
         let cache = ctx.state_dir.join("cache").join("git").join(cache_key(&url));
         let dest = ctx.state_dir.join("workspaces").join(&ctx.pipeline).join(&ctx.node);
         ctx.events.log(Stream::Runner, format!("fetching {what} into the cache {}", cache.display())).await;
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
-            url,
+            access: RemoteAccess {
+                url,
+                credentials,
+                auth_text: auth_text(&self.spec.auth),
+                cancel: Arc::clone(&cancel),
+            },
             shown: shown.clone(),
             reference: self.spec.reference.clone(),
-            credentials,
-            auth_text: auth_text(&self.spec.auth),
+            pin: self.pin.clone(),
             cache,
             dest: dest.clone(),
             events: ctx.events.clone(),
             runtime: tokio::runtime::Handle::current(),
-            cancel: Arc::clone(&cancel),
         };
         let task = tokio::task::spawn_blocking(move || job.run());
         let mut stop = ctx.stop.clone();
@@ -435,63 +445,124 @@ enum CredentialError {
     Failed(String),
 }
 
-impl SourceStep {
-    async fn credentials(&self, ctx: &NodeContext) -> Result<Option<Credentials>, CredentialError> {
-        Ok(Some(match &self.spec.auth {
-            None => return Ok(None),
-            Some(GitAuth::Token(secret)) => Credentials::UserPass {
-                username: TOKEN_USERNAME.into(),
-                password: self.secret(secret, ctx, "token").await?,
-            },
-            Some(GitAuth::Basic { username, password }) => Credentials::UserPass {
-                username: username.clone(),
-                password: self.secret(password, ctx, "password").await?,
-            },
-            Some(GitAuth::SshAgent) => Credentials::SshAgent,
-            Some(GitAuth::SshKey { path, passphrase }) => {
-                let path = expand_home(path);
-                if !path.is_file() {
-                    return Err(CredentialError::Invalid(format!("the SSH key {} does not exist", path.display())));
-                }
-                let passphrase = match passphrase {
-                    Some(p) => Some(self.secret(p, ctx, "key passphrase").await?),
-                    None => None,
-                };
-                Credentials::SshKey { path, passphrase }
-            }
-        }))
-    }
-
-    /// A secret's value; errors name where it was looked for, never a value.
-    async fn secret(&self, secret: &SecretValue, ctx: &NodeContext, what: &str) -> Result<String, CredentialError> {
-        let value = match secret {
-            SecretValue::Env(name) => {
-                ctx.env.get(name).cloned().or_else(|| std::env::var(name).ok()).ok_or_else(|| {
-                    CredentialError::Invalid(format!("the {what}'s environment variable `{name}` is not set"))
-                })?
-            }
-            SecretValue::File(path) => {
-                let full = ctx.workspace.join(expand_home(path));
-                std::fs::read_to_string(&full).map_err(|e| {
-                    CredentialError::Invalid(format!(
-                        "cannot read the {what} from {}: {}",
-                        full.display(),
-                        io_reason(&e)
-                    ))
-                })?
-            }
-            SecretValue::Secret { name, region, key } => {
-                read_aws_secret(&self.sessions, self.endpoint.as_deref(), name, region.as_deref(), key.as_deref())
-                    .await
-                    .map_err(|e| CredentialError::Failed(format!("cannot read the {what}: {e}")))?
-            }
-        };
-        let value = value.trim().to_string();
-        if value.is_empty() {
-            return Err(CredentialError::Invalid(format!("the {what} from {} is empty", secret_text(secret))));
+/// The credentials a Source's `auth` names, read now: `env` looks variables up (the step's env, then the runner's),
+/// files are relative to `base`.
+async fn read_credentials(
+    auth: &Option<GitAuth>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    base: &Path,
+    sessions: &aws::Sessions,
+    endpoint: Option<&str>,
+) -> Result<Option<Credentials>, CredentialError> {
+    let secret = |value, what| read_secret(value, env, base, sessions, endpoint, what);
+    Ok(Some(match auth {
+        None => return Ok(None),
+        Some(GitAuth::Token(value)) => {
+            Credentials::UserPass { username: TOKEN_USERNAME.into(), password: secret(value, "token").await? }
         }
-        Ok(value)
+        Some(GitAuth::Basic { username, password }) => {
+            Credentials::UserPass { username: username.clone(), password: secret(password, "password").await? }
+        }
+        Some(GitAuth::SshAgent) => Credentials::SshAgent,
+        Some(GitAuth::SshKey { path, passphrase }) => {
+            let path = expand_home(path);
+            if !path.is_file() {
+                return Err(CredentialError::Invalid(format!("the SSH key {} does not exist", path.display())));
+            }
+            let passphrase = match passphrase {
+                Some(p) => Some(secret(p, "key passphrase").await?),
+                None => None,
+            };
+            Credentials::SshKey { path, passphrase }
+        }
+    }))
+}
+
+/// A secret's value; errors name where it was looked for, never a value.
+async fn read_secret(
+    secret: &SecretValue,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    base: &Path,
+    sessions: &aws::Sessions,
+    endpoint: Option<&str>,
+    what: &str,
+) -> Result<String, CredentialError> {
+    let value = match secret {
+        SecretValue::Env(name) => env(name).ok_or_else(|| {
+            CredentialError::Invalid(format!("the {what}'s environment variable `{name}` is not set"))
+        })?,
+        SecretValue::File(path) => {
+            let full = base.join(expand_home(path));
+            std::fs::read_to_string(&full).map_err(|e| {
+                CredentialError::Invalid(format!("cannot read the {what} from {}: {}", full.display(), io_reason(&e)))
+            })?
+        }
+        SecretValue::Secret { name, region, key } => {
+            read_aws_secret(sessions, endpoint, name, region.as_deref(), key.as_deref())
+                .await
+                .map_err(|e| CredentialError::Failed(format!("cannot read the {what}: {e}")))?
+        }
+    };
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(CredentialError::Invalid(format!("the {what} from {} is empty", secret_text(secret))));
     }
+    Ok(value)
+}
+
+/// A secret given the way a Source's token is (an environment variable of this process, a file relative to `base`,
+/// or AWS Secrets Manager with the caller's credentials), for what is not a step: the server's webhook secret and
+/// API token, a notification's webhook URL. `what` names it in errors, which never hold the value.
+pub async fn secret_value(
+    secret: &SecretValue,
+    what: &str,
+    base: &Path,
+    sessions: &aws::Sessions,
+    endpoint: Option<&str>,
+) -> Result<String, String> {
+    let env = |name: &str| std::env::var(name).ok();
+    read_secret(secret, &env, base, sessions, endpoint, what).await.map_err(|e| match e {
+        CredentialError::Invalid(m) | CredentialError::Failed(m) => m,
+    })
+}
+
+/// The commit a Source's reference points at on its remote now, asked as `git ls-remote` asks: one connection that
+/// lists the remote's refs, nothing fetched (an annotated tag gives the commit it names). A `Commit` reference is
+/// its own answer. What triggers use (`runner serve` polls with it); errors read like the step's own
+/// (`cannot ask <repository> at branch `dev`: the remote cannot be reached: ...`), credentials scrubbed.
+pub async fn remote_commit(
+    spec: &SourceSpec,
+    base: &Path,
+    sessions: &aws::Sessions,
+    endpoint: Option<&str>,
+) -> Result<String, String> {
+    if let Some(GitReference::Commit(c)) = &spec.reference {
+        return Ok(c.clone());
+    }
+    let what = format!("{} at {}", scrub_url(&spec.repository), reference_text(&spec.reference));
+    let env = |name: &str| std::env::var(name).ok();
+    let credentials = read_credentials(&spec.auth, &env, base, sessions, endpoint).await.map_err(|e| match e {
+        CredentialError::Invalid(m) | CredentialError::Failed(m) => format!("cannot ask {what}: {m}"),
+    })?;
+    let redactor = Redactor::new(credentials.as_ref().map(Credentials::secrets).unwrap_or_default());
+    let access = RemoteAccess {
+        url: repository_location(&spec.repository, base),
+        credentials,
+        auth_text: auth_text(&spec.auth),
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let reference = spec.reference.clone();
+    let asked = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let state = AuthState::default();
+        let mut remote =
+            git2::Remote::create_detached(access.url.as_str()).map_err(|e| access.remote_error(&e, &state))?;
+        let heads = access.ls(&mut remote, None)?;
+        let wanted = heads.wanted(reference.as_ref())?;
+        Ok(heads.peeled(&wanted).to_string())
+    })
+    .await
+    .map_err(|e| format!("cannot ask {what}: {e}"))?;
+    asked.map_err(|e| redactor.redact(&format!("cannot ask {what}: {e}")))
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -602,17 +673,31 @@ fn scrub_urls_in(text: &str) -> String {
 // ---------------------------------------------------------------------------------------------------------------
 
 struct Job {
-    url: String,
+    access: RemoteAccess,
     /// The repository as shown in messages (no credentials).
     shown: String,
     reference: Option<GitReference>,
-    credentials: Option<Credentials>,
-    auth_text: String,
+    /// Check out this commit (a trigger's), whatever the reference points at now.
+    pin: Option<String>,
     cache: PathBuf,
     dest: PathBuf,
     events: EventSink,
     runtime: tokio::runtime::Handle,
+}
+
+/// One remote as libgit2 talks to it: where, with which credentials, how its errors read for people.
+struct RemoteAccess {
+    url: String,
+    credentials: Option<Credentials>,
+    auth_text: String,
     cancel: Arc<AtomicBool>,
+}
+
+/// The remote's refs, as `git ls-remote` lists them.
+struct Heads {
+    refs: HashMap<String, git2::Oid>,
+    /// The branch the remote's HEAD names, when it says.
+    default_branch: Option<String>,
 }
 
 /// What the remote has for the reference.
@@ -643,9 +728,10 @@ impl Job {
     fn run(self) -> Result<Outputs, String> {
         let _lock = self.lock()?;
         let cache = open_cache(&self.cache)?;
-        let (commit, branch, tag) = match self.reference.clone() {
-            Some(GitReference::Commit(c)) => (self.fetch_commit(&cache, &c)?, None, None),
-            reference => {
+        let (commit, branch, tag) = match (self.reference.clone(), self.pin.clone()) {
+            (Some(GitReference::Commit(c)), _) => (self.fetch_commit(&cache, &c)?, None, None),
+            (reference, Some(pin)) => self.fetch_pinned(&cache, reference.as_ref(), &pin)?,
+            (reference, None) => {
                 let wanted = self.resolve(&cache, reference.as_ref())?;
                 if cache.odb().map(|o| o.exists(wanted.target)).unwrap_or(false) {
                     self.log(format!("{} is in the cache already: nothing to fetch", wanted.target));
@@ -666,16 +752,48 @@ impl Job {
                 (commit, wanted.branch, tag)
             }
         };
-        if self.cancel.load(Ordering::SeqCst) {
+        if self.access.cancel.load(Ordering::SeqCst) {
             // The step was stopped while the fetch finished: leave the workspace alone.
             return Err("stopped".into());
         }
         self.check_out(&cache, commit, branch.as_deref(), tag)
     }
 
+    /// The pinned commit, with the reference's branch name: fetched with the branch when the branch still points
+    /// at it (or has it in its shallow history), else by id like a `Commit`.
+    #[allow(clippy::type_complexity)]
+    fn fetch_pinned(
+        &self,
+        cache: &git2::Repository,
+        reference: Option<&GitReference>,
+        pin: &str,
+    ) -> Result<(git2::Oid, Option<String>, Option<(String, git2::Oid)>), String> {
+        let oid = git2::Oid::from_str(pin).map_err(|_| format!("`{pin}` is not a commit id"))?;
+        let has = |id: git2::Oid| cache.odb().map(|o| o.exists(id)).unwrap_or(false);
+        let wanted = self.resolve(cache, reference)?;
+        if has(oid) {
+            self.log(format!("{pin} is in the cache already: nothing to fetch"));
+        } else {
+            self.fetch(cache, &[wanted.refspec.as_str()], self.shallow_depth())?;
+        }
+        if has(wanted.target) {
+            cache
+                .reference(&wanted.local_ref, wanted.target, true, "runner: fetched")
+                .map_err(|e| format!("cannot update the cache: {}", e.message()))?;
+        }
+        let commit = if has(oid) { oid } else { self.fetch_commit(cache, pin)? };
+        let now = if wanted.target == oid {
+            "the reference still points at it".to_string()
+        } else {
+            format!("the reference has moved on to {} since", wanted.target)
+        };
+        self.log(format!("pinned to {pin}, the commit that started this run ({now})"));
+        Ok((commit, wanted.branch, None))
+    }
+
     /// Depth for fetches: 1 over the network (a shallow fetch), everything from a local repository.
     fn shallow_depth(&self) -> Option<i32> {
-        matches!(Scheme::of(&self.url), Scheme::Https | Scheme::Http | Scheme::Ssh | Scheme::Other).then_some(1)
+        matches!(Scheme::of(&self.access.url), Scheme::Https | Scheme::Http | Scheme::Ssh | Scheme::Other).then_some(1)
     }
 
     /// Exclusive use of the cache: other runs wait (polling, so that a stop is noticed).
@@ -701,14 +819,17 @@ impl Job {
                 self.log("another run is using the cache: waiting for it".into());
                 said = true;
             }
-            if self.cancel.load(Ordering::SeqCst) {
+            if self.access.cancel.load(Ordering::SeqCst) {
                 return Err("stopped while waiting for the cache".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
 
-    fn callbacks<'a>(&'a self, state: &'a AuthState) -> git2::RemoteCallbacks<'a> {
+impl RemoteAccess {
+    /// Credentials from `self`, progress (when `events` is given) into the step's events, and a stop honoured.
+    fn callbacks<'a>(&'a self, state: &'a AuthState, events: Option<&EventSink>) -> git2::RemoteCallbacks<'a> {
         let mut callbacks = git2::RemoteCallbacks::new();
         callbacks.credentials(move |_url, username_from_url, allowed| {
             if allowed.contains(git2::CredentialType::USERNAME) {
@@ -743,14 +864,16 @@ impl Job {
             }
         });
         let cancel = Arc::clone(&self.cancel);
-        let events = self.events.clone();
+        let events = events.cloned();
         callbacks.transfer_progress(move |p| {
-            events.try_progress(
-                p.received_objects() as u64,
-                Some(p.total_objects() as u64),
-                "objects",
-                "receiving objects",
-            );
+            if let Some(events) = &events {
+                events.try_progress(
+                    p.received_objects() as u64,
+                    Some(p.total_objects() as u64),
+                    "objects",
+                    "receiving objects",
+                );
+            }
             !cancel.load(Ordering::SeqCst)
         });
         callbacks
@@ -805,19 +928,27 @@ impl Job {
         }
     }
 
-    /// Asks the remote which object the reference names.
-    fn resolve(&self, cache: &git2::Repository, reference: Option<&GitReference>) -> Result<Wanted, String> {
+    /// Lists the remote's refs over one connection (`git ls-remote`).
+    fn ls(&self, remote: &mut git2::Remote, events: Option<&EventSink>) -> Result<Heads, String> {
         let state = AuthState::default();
-        let mut remote = cache.remote_anonymous(&self.url).map_err(|e| self.remote_error(&e, &state))?;
         let conn = remote
-            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&state)), None)
+            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(&state, events)), None)
             .map_err(|e| self.remote_error(&e, &state))?;
-        let heads: HashMap<String, git2::Oid> = conn
+        let refs: HashMap<String, git2::Oid> = conn
             .list()
             .map_err(|e| self.remote_error(&e, &state))?
             .iter()
             .map(|h| (h.name().to_string(), h.oid()))
             .collect();
+        let default_branch = conn.default_branch().ok().and_then(|b| b.as_str().ok().map(str::to_string));
+        Ok(Heads { refs, default_branch })
+    }
+}
+
+impl Heads {
+    /// Which object the reference names, and how to fetch it.
+    fn wanted(&self, reference: Option<&GitReference>) -> Result<Wanted, String> {
+        let heads = &self.refs;
         let branch_wanted = |b: &str| -> Result<Wanted, String> {
             let name = format!("refs/heads/{b}");
             let target = *heads.get(&name).ok_or_else(|| format!("branch `{b}` does not exist in the repository"))?;
@@ -836,10 +967,9 @@ impl Job {
                 Ok(Wanted { target, refspec: format!("+{name}:{name}"), local_ref: name, branch: None })
             }
             None => {
-                let default = conn
-                    .default_branch()
-                    .ok()
-                    .and_then(|b| b.as_str().ok().map(str::to_string))
+                let default = self
+                    .default_branch
+                    .clone()
                     .or_else(|| {
                         // An old server that does not name HEAD's target: the branch HEAD points at.
                         let head = heads.get("HEAD")?;
@@ -858,10 +988,32 @@ impl Job {
         }
     }
 
+    /// The commit a wanted ref names: an annotated tag's peeled entry (`refs/tags/v1^{}`), else its target.
+    fn peeled(&self, wanted: &Wanted) -> git2::Oid {
+        self.refs.get(&format!("{}^{{}}", wanted.local_ref)).copied().unwrap_or(wanted.target)
+    }
+}
+
+impl Job {
+    fn callbacks<'a>(&'a self, state: &'a AuthState) -> git2::RemoteCallbacks<'a> {
+        self.access.callbacks(state, Some(&self.events))
+    }
+
+    fn remote_error(&self, e: &git2::Error, state: &AuthState) -> String {
+        self.access.remote_error(e, state)
+    }
+
+    /// Asks the remote which object the reference names.
+    fn resolve(&self, cache: &git2::Repository, reference: Option<&GitReference>) -> Result<Wanted, String> {
+        let state = AuthState::default();
+        let mut remote = cache.remote_anonymous(&self.access.url).map_err(|e| self.remote_error(&e, &state))?;
+        self.access.ls(&mut remote, Some(&self.events))?.wanted(reference)
+    }
+
     fn fetch(&self, cache: &git2::Repository, refspecs: &[&str], depth: Option<i32>) -> Result<(), String> {
         let attempt = |depth: Option<i32>| -> Result<(), (git2::Error, AuthState)> {
             let state = AuthState::default();
-            let mut remote = match cache.remote_anonymous(&self.url) {
+            let mut remote = match cache.remote_anonymous(&self.access.url) {
                 Ok(r) => r,
                 Err(e) => return Err((e, state)),
             };
@@ -882,7 +1034,7 @@ impl Job {
                 if depth.is_some()
                     && !state.rejected.get()
                     && !state.missing.get()
-                    && !self.cancel.load(Ordering::SeqCst)
+                    && !self.access.cancel.load(Ordering::SeqCst)
                     && e.class() != git2::ErrorClass::Net =>
             {
                 self.log(format!("shallow fetch refused ({}): fetching the whole history", e.message()));
