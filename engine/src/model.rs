@@ -51,6 +51,45 @@ pub struct Pipeline {
     pub defaults: Defaults,
     #[serde(deserialize_with = "compact_list")]
     pub steps: Vec<Step>,
+    /// Who hears about the runs `runner serve` starts: a run failed, an approval waits, a run succeeded after a
+    /// failure. A notification that cannot be sent is logged and never fails the run.
+    #[serde(default)]
+    pub notifications: Vec<Notification>,
+}
+
+/// Where a notification goes, and on which occasions (`on`; left out or empty: all of them). Modelled on
+/// CodePipeline's notification rules (execution failed, manual approval needed, execution succeeded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Notification {
+    /// A POST of a Slack-compatible JSON message (`{"text": ...}`, with a link to the run's page) to a webhook URL
+    /// (a Slack incoming webhook, or any HTTP endpoint). The URL is read like a Source token: webhook URLs are
+    /// secrets, so it is never shown.
+    Webhook {
+        url: SecretValue,
+        #[serde(default)]
+        on: Vec<NotifyOn>,
+    },
+    /// An Amazon SNS Publish to a topic, with the caller's credentials (the server's role), in the topic's region
+    /// (from its ARN unless given).
+    Sns {
+        topic_arn: String,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        on: Vec<NotifyOn>,
+    },
+}
+
+/// An occasion for a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NotifyOn {
+    /// A run ended failed.
+    Failed,
+    /// An Approval step waits for a person.
+    ApprovalWaiting,
+    /// A run succeeded after the pipeline's previous run had failed.
+    Fixed,
 }
 
 /// Settings every step falls back to.
