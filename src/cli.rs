@@ -65,6 +65,40 @@ pub enum Command {
     /// versioning, TLS only, no public access), file-publishing, deploy and CloudFormation execution roles, and
     /// the SSM parameter /cdk-bootstrap/QUALIFIER/version.
     Bootstrap(BootstrapArgs),
+    /// Continuous delivery: run each pipeline when its Source branch gets a commit (polled, or pushed by a GitHub
+    /// webhook), one run at a time per pipeline (the newest commit waiting), shown live on a web dashboard where
+    /// approvals are answered; notifications as the pipeline files configure them.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The pipeline files to run.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where the dashboard, the API and the webhook listen (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// How often each pipeline's branches are asked for their commit (as `git ls-remote` asks).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub poll: humantime::Duration,
+    /// Runs at once across all pipelines (each pipeline runs one at a time).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_runs: usize,
+    /// Where the token that actions need is: env:NAME, file:PATH or secretsmanager:NAME[#KEY]; default: a random
+    /// token kept in STATE_DIR/serve/token.
+    #[arg(long, value_name = "SOURCE")]
+    pub token: Option<String>,
+    /// Where the GitHub webhook secret is (env:NAME, file:PATH or secretsmanager:NAME[#KEY]); without it,
+    /// webhooks are refused.
+    #[arg(long, value_name = "SOURCE")]
+    pub webhook_secret: Option<String>,
+    /// Reading pages and the API needs the token too.
+    #[arg(long)]
+    pub private: bool,
+    /// The dashboard's address as people reach it, for links in notifications (default http://ADDR:PORT).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -19,7 +19,9 @@ fn main() -> ExitCode {
     }
     engine::memory::release_large_blocks_eagerly();
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The server says what it does (triggers, runs, notifications) at info level.
+    let default_filter = if matches!(cli.command, Command::Serve(_)) { "warn,runner::serve=info" } else { "warn" };
+    init_tracing(cli.log_format, default_filter);
     steps::source::init_git();
     match dispatch(cli) {
         Ok(code) => code,
@@ -30,9 +32,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -55,5 +57,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             cmd::approve::main(&file, &step, run.as_deref(), reject, state_dir)
         }
         Command::Bootstrap(args) => cmd::bootstrap::main(args, state_dir),
+        Command::Serve(args) => cmd::serve::main(args, state_dir),
     }
 }

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod history;
 pub mod plan;
 pub mod run;
+pub mod serve;
 pub mod status;
 pub mod step;
 pub mod validate;
