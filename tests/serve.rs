@@ -394,3 +394,27 @@ fn invalid_pipeline_files_stop_the_server_before_it_listens() {
     out.assert_stderr_contains("--token: not a secret source");
     assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
 }
+
+#[test]
+fn pipelines_run_side_by_side_up_to_max_runs() {
+    let repo = repository();
+    let gate = tempfile::tempdir().unwrap();
+    let release = gate.path().join("release");
+    let wait = format!("while [ ! -f {} ]; do sleep 0.02; done", release.display());
+    for (max, together) in [("1", 1), ("2", 2)] {
+        let test = with_secrets(Test::new())
+            .write("a.ron", &pipeline("a", &repo.path_str(), "main", &[&wait]))
+            .write("b.ron", &pipeline("b", &repo.path_str(), "main", &[&wait]));
+        let server = serve(&test, &["a.ron", "b.ron"], &["--poll", "1h", "--max-runs", max]);
+        let state = |s: &Served| {
+            let list = s.json("/api/pipelines");
+            let p = list["pipelines"].as_array().unwrap().clone();
+            (p.iter().filter(|p| !p["running"].is_null()).count(), p.iter().filter(|p| !p["waiting"].is_null()).count())
+        };
+        assert!(wait_until(PATIENCE, || state(&server) == (together, 2 - together)), "{:?}", state(&server));
+        std::fs::write(&release, "").unwrap();
+        server.wait_for_run("a", &repo.head(), "succeeded");
+        server.wait_for_run("b", &repo.head(), "succeeded");
+        std::fs::remove_file(&release).unwrap();
+    }
+}

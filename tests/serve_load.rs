@@ -34,13 +34,17 @@ fn burst(server: &Served, repo: &str, dev: &str, test_head: &str) -> Vec<(usize,
         })
         .collect();
     let url = server.url("/hooks/github");
+    // One client (its connection pool) for the 200 threads, as a proxy in front of the server would be.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(200)
+        .build()
+        .unwrap();
     let threads: Vec<_> = deliveries
         .into_iter()
         .map(|(i, body, signature, event)| {
-            let url = url.clone();
+            let (url, client) = (url.clone(), client.clone());
             std::thread::spawn(move || {
-                let client =
-                    reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
                 let mut request = client
                     .post(&url)
                     .header("x-github-event", event)

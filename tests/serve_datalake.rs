@@ -1,0 +1,139 @@
+//! The issue's "done when": `runner serve` on the shipped dev, test and prod pipelines, against the AWS emulator
+//! and a local git repository with the `dev`, `test` and `production` branches: each environment deploys when its
+//! branch gets a commit, prod waits at an Approval (spliced in before its deploy, as a team would add it) until it
+//! is approved, and a failed run posts a notification.
+
+mod common;
+mod emulator;
+mod serve_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use common::{repo_root, wait_until, GitRepo, Test};
+use serde_json::json;
+use serve_support::{serve, with_secrets, PATIENCE};
+
+/// A local HTTP listener that answers 200 and keeps each body.
+fn listener() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join(format!("pipelines/{name}.ron"))).unwrap()
+}
+
+/// The shipped prod pipeline with an Approval before its deploy.
+fn prod_with_approval() -> String {
+    let text = shipped("prod");
+    let deploy = "        Step(\n            id: \"deploy-prod\",\n            needs: [\"synth\"],";
+    assert!(text.contains(deploy), "pipelines/prod.ron changed shape: update this test");
+    text.replacen(
+        deploy,
+        "        Step(id: \"approve-prod\", needs: [\"synth\"], kind: Approval(message: \"deploy to production?\")),\n        \
+         Step(\n            id: \"deploy-prod\",\n            needs: [\"approve-prod\"],",
+        1,
+    )
+}
+
+/// A pipeline with a webhook notification added.
+fn with_notification(text: &str) -> String {
+    let end = text.rfind(")").unwrap();
+    format!("{}    notifications: [Webhook(url: Env(\"TEAM_HOOK_URL\"))],\n)\n", &text[..end])
+}
+
+#[test]
+fn the_shipped_pipelines_deploy_each_environment_when_its_branch_moves_and_prod_waits_for_approval() {
+    let moto = emulator::Moto::start();
+    let (port, notified) = listener();
+    let infra = GitRepo::new();
+    common::copy_dir(&repo_root().join("pipelines"), &infra.path().join("pipelines"));
+    infra.git(&["add", "-A"]);
+    infra.git(&["commit", "-q", "-m", "the data lake"]);
+    for branch in ["dev", "test", "production"] {
+        infra.branch(branch);
+    }
+    let test = moto
+        .env(with_secrets(Test::new()))
+        .write("dev.ron", &with_notification(&shipped("dev")))
+        .write("test.ron", &with_notification(&shipped("test")))
+        .write("prod.ron", &with_notification(&prod_with_approval()))
+        .env("DATALAKE_REPO", &infra.path_str())
+        .env("TEAM_HOOK_URL", &format!("http://127.0.0.1:{port}/hook"));
+    let server = serve(&test, &["dev.ron", "test.ron", "prod.ron"], &["--poll", "1s"]);
+    let head = infra.rev_parse("dev");
+    server.wait_for_run("dev", &head, "succeeded");
+    server.wait_for_run("test", &head, "succeeded");
+
+    // Prod waits at its approval; approving lets its deploy run.
+    let mut prod_run = String::new();
+    assert!(wait_until(PATIENCE, || {
+        prod_run = server.runs("prod").first().and_then(|r| r["run_id"].as_str()).unwrap_or("").to_string();
+        !prod_run.is_empty()
+            && server.run("prod", &prod_run)["nodes"].as_array().unwrap().iter().any(|n| n["status"] == "waiting")
+    }));
+    let (_, page) = server.get(&format!("/pipelines/prod/runs/{prod_run}"));
+    assert!(page.contains("deploy to production?") && page.contains("deploy-prod/DataLakeVpc"), "{page}");
+    assert!(wait_until(PATIENCE, || notified.lock().unwrap().iter().any(|b| b.contains("waits for approval"))));
+    let (status, _) = server.post(
+        &format!("/api/pipelines/prod/runs/{prod_run}/approvals/approve-prod"),
+        json!({"approve": true}),
+        true,
+    );
+    assert_eq!(status, 200);
+    server.wait_for_run("prod", &head, "succeeded");
+    for account in ["111111111111", "222222222222", "333333333333"] {
+        let stacks = moto.boto(
+            Some(account),
+            r#"result["stacks"] = sorted(s["StackName"] for s in client("cloudformation").describe_stacks()["Stacks"])"#,
+        );
+        assert_eq!(stacks["stacks"], json!(["DataLakeDynamoDb", "DataLakeS3", "DataLakeVpc"]), "{account}");
+    }
+
+    // A commit to `test` runs test only.
+    infra.checkout("test");
+    let change = infra.commit_file("pipelines/templates/README.txt", "test change\n", "a test change");
+    server.wait_for_run("test", &change, "succeeded");
+    assert_eq!(server.runs("dev").len(), 1);
+    assert_eq!(server.runs("prod").len(), 1);
+
+    // A broken template on `dev`: its run fails and the team hears of it.
+    infra.checkout("dev");
+    let vpc = infra.path().join("pipelines/templates/vpc.yaml");
+    let text =
+        std::fs::read_to_string(&vpc).unwrap().replacen("AWSTemplateFormatVersion", "# AWSTemplateFormatVersion", 1);
+    let broken = infra.commit_file("pipelines/templates/vpc.yaml", &text, "break the vpc template");
+    server.wait_for_run("dev", &broken, "failed");
+    assert!(wait_until(PATIENCE, || notified
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|b| b.contains("`dev` run") && b.contains("failed"))));
+    let failed = notified.lock().unwrap().iter().find(|b| b.contains("`dev` run")).cloned().unwrap();
+    assert!(failed.contains("`synth`") && failed.contains("/pipelines/dev/runs/"), "{failed}");
+}
