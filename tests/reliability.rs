@@ -168,6 +168,13 @@ fn a_run_killed_50_to_150_ms_after_start_is_resumed_or_started_again() {
         let last = run_dirs(test.path()).pop().expect("a run");
         let state = engine::record::RunState::load(&last).unwrap();
         assert_eq!(state.status, "succeeded", "{delay} ms");
+        let leftovers: Vec<_> = std::fs::read_dir(test.path().join(".runner/runs"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".new"))
+            .collect();
+        assert!(leftovers.is_empty(), "{delay} ms: the killed run's staging directory is left: {leftovers:?}");
         test.run_with(&["status", "pipeline.ron"]).assert_code(0);
     }
 }

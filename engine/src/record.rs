@@ -160,6 +160,29 @@ pub struct Recorder {
     pub error: Option<String>,
 }
 
+/// Remove the staging directories (`.<run id>.<pid>.new`) that runners killed between making a run directory and
+/// renaming it into place left under `runs`: their process is gone, and no run ever reads them.
+fn remove_abandoned_staging(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".new")) else { continue };
+        let Some(pid) = rest.rsplit('.').next().and_then(|p| p.parse::<libc::pid_t>().ok()) else { continue };
+        if pid > 0 && !process_is_alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` exists (signal 0 probes without sending anything; EPERM means it exists, owned by
+/// someone else).
+fn process_is_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 impl Recorder {
     /// Record a new run `run_id` of `pipeline`, started from `pipeline_file` whose steps' definitions hash to
     /// `steps`. The run's directory is made with its `state.json` (status `starting`) in it: a run directory never
@@ -185,6 +208,7 @@ impl Recorder {
         // Made beside, then renamed into place: the directory appears with its state in it.
         let name = run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
         let staging = parent.join(format!(".{name}.{}.new", std::process::id()));
+        remove_abandoned_staging(parent);
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir(&staging)?;
         write_atomic(&staging.join(STATE), &serde_json::to_vec_pretty(&state)?)?;

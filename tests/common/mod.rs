@@ -575,7 +575,14 @@ impl Drop for KillOnDrop {
 pub fn run_dirs(dir: &Path) -> Vec<PathBuf> {
     let runs = dir.join(".runner").join("runs");
     let mut dirs: Vec<PathBuf> = fs::read_dir(&runs)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     dirs
