@@ -72,6 +72,9 @@ pub struct RunRequest {
     /// saw, so that a run deploys the commit that started it (`runner serve`). Empty: each Source fetches its
     /// reference as it is then.
     pub source_commits: HashMap<String, String>,
+    /// What to tell people when the preflight refuses the run, instead of the generic line about Deploy and
+    /// Publish steps (e.g. `runner bootstrap`: act through `--role`).
+    pub preflight_remedy: Option<String>,
 }
 
 impl RunRequest {
@@ -94,6 +97,7 @@ impl RunRequest {
             wait_for_lock: false,
             env: std::env::vars().collect(),
             source_commits: HashMap::new(),
+            preflight_remedy: None,
         }
     }
 }
@@ -154,10 +158,12 @@ pub async fn run(
         None => None,
     };
     let (run_id, run_dir, mut recorder, resumed) = if let Some(resume) = resume {
-        notice(
-            &mut reporters,
-            &format!("resuming run {}: {} node(s) done there are reused", resume.run_id, resume.reused.len()),
-        );
+        let text = if resume.state.nodes.values().all(|n| n.started.is_none()) {
+            format!("resuming run {}: nothing ran there (it stopped before its first step)", resume.run_id)
+        } else {
+            format!("resuming run {}: {} node(s) done there are reused", resume.run_id, resume.reused.len())
+        };
+        notice(&mut reporters, &text);
         let recorder = Recorder::resume(&resume.run_dir, resume.state);
         (resume.run_id, resume.run_dir, recorder, resume.reused)
     } else {
@@ -207,11 +213,11 @@ pub async fn run(
     }
     let mut summary = Summary::new(run_dir.display().to_string());
 
-    let errors = preflight(&plan, &catalog, &options.env, &mut reporters).await;
-    if !errors.is_empty() {
+    if let Err(Refused { errors, remedy }) = preflight(&plan, &catalog, &options.env, &mut reporters).await {
         let error = format!("preflight: {}", errors.join("\npreflight: "));
         recorder.not_started(&error);
         summary.not_started(&run_id, &name, &error);
+        summary.remedy = remedy.or_else(|| request.preflight_remedy.clone());
         for r in &mut reporters {
             r.not_started(&summary, &errors);
         }
@@ -277,14 +283,21 @@ fn check_ids<'a>(plan: &Plan, ids: impl Iterator<Item = &'a String>) -> Result<(
     Ok(())
 }
 
+/// Why the preflight stopped a run: its errors, and what to do about them when there is more to say than the
+/// reporters' generic line.
+struct Refused {
+    errors: Vec<String>,
+    remedy: Option<String>,
+}
+
 /// Every Deploy's role (and every Publish's of files declared in the pipeline) can be assumed and acts in its
-/// account; the errors, empty when all can.
+/// account. No credentials at all is said once, not once per account.
 async fn preflight(
     plan: &Plan,
     catalog: &StepCatalog,
     env: &HashMap<String, String>,
     reporters: &mut [Box<dyn Reporter>],
-) -> Vec<String> {
+) -> Result<(), Refused> {
     let steps = &plan.pipeline.loaded.pipeline.steps;
     let checked = steps
         .iter()
@@ -295,11 +308,22 @@ async fn preflight(
         })
         .count();
     if checked == 0 {
-        return Vec::new();
+        return Ok(());
     }
     notice(reporters, &format!("preflight: checking access to the accounts of {checked} Deploy or Publish step(s)"));
+    if let Err(e) = catalog.aws.check_credentials(catalog.aws_endpoint.as_deref()).await {
+        return Err(Refused {
+            errors: vec![e.0],
+            remedy: Some("nothing ran: no AWS credentials (see above)".to_string()),
+        });
+    }
     let name = &plan.pipeline.loaded.pipeline.name;
-    steps::deploy::preflight(steps, name, catalog.aws_endpoint.as_deref(), env, &catalog.aws).await
+    let errors = steps::deploy::preflight(steps, name, catalog.aws_endpoint.as_deref(), env, &catalog.aws).await;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Refused { errors, remedy: None })
+    }
 }
 
 /// Every `${env:...}` of the steps that will run must be set; else list them all (exit 2, nothing runs).

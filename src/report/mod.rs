@@ -32,12 +32,17 @@ pub trait Reporter: Send {
     fn not_started(&mut self, _summary: &Summary, _errors: &[String]) {}
 }
 
-/// What a reporter for people prints when a run stops at its preflight (stderr).
-pub fn print_not_started(errors: &[String]) {
+/// What a reporter for people prints when a run stops at its preflight (stderr): the errors, then what to do.
+pub fn print_not_started(summary: &Summary, errors: &[String]) {
     for e in errors {
         eprintln!("error: preflight: {e}");
     }
-    eprintln!("nothing ran: a Deploy or Publish cannot act in its account (fix the access above and run again)");
+    match &summary.remedy {
+        Some(remedy) => eprintln!("{remedy}"),
+        None => {
+            eprintln!("nothing ran: a Deploy or Publish cannot act in its account (fix the access above and run again)")
+        }
+    }
 }
 
 /// What the summary table shows, gathered from events.
@@ -56,6 +61,8 @@ pub struct Summary {
     pub restarted: Option<String>,
     /// Why the run stopped before any step ran (a failed preflight).
     pub not_started: Option<String>,
+    /// What to do about a failed preflight, when there is more to say than the generic line.
+    pub remedy: Option<String>,
 }
 
 #[derive(Debug, Clone)]

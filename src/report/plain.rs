@@ -71,8 +71,8 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
         eprintln!("{text}");
     }
 
-    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
+    fn not_started(&mut self, summary: &Summary, errors: &[String]) {
         let _ = self.out.flush();
-        print_not_started(errors);
+        print_not_started(summary, errors);
     }
 }

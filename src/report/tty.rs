@@ -150,8 +150,8 @@ impl Reporter for TtyReporter {
         self.multi.suspend(|| eprintln!("{text}"));
     }
 
-    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
+    fn not_started(&mut self, summary: &Summary, errors: &[String]) {
         let _ = self.multi.clear();
-        print_not_started(errors);
+        print_not_started(summary, errors);
     }
 }
