@@ -77,18 +77,17 @@ fn undescribed(help: &str) -> Vec<String> {
             continue;
         }
         match section {
-            "Arguments:" if trimmed.starts_with('<') || trimmed.starts_with('[') => {
-                let next = lines.get(i + 1).map_or("", |l| l.trim());
-                if next.is_empty() {
-                    missing.push(format!("argument {trimmed}"));
-                }
+            // An argument's text is on the next line.
+            "Arguments:"
+                if (trimmed.starts_with('<') || trimmed.starts_with('['))
+                    && lines.get(i + 1).is_none_or(|l| l.trim().is_empty()) =>
+            {
+                missing.push(format!("argument {trimmed}"));
             }
-            "Possible values:" if trimmed.starts_with("- ") => {
-                if !trimmed.contains(':') {
-                    missing.push(format!("value {trimmed}"));
-                }
+            "Possible values:" if trimmed.starts_with("- ") && !trimmed.contains(':') => {
+                missing.push(format!("value {trimmed}"));
             }
-            "Possible values:" => section = "Options:",
+            "Possible values:" if !trimmed.starts_with("- ") => section = "Options:",
             _ => {}
         }
     }

@@ -8,8 +8,10 @@ pub use mermaid::mermaid;
 
 use std::fmt::Write;
 
-use petgraph::Direction;
+use petgraph::algo::tred;
+use petgraph::graph::NodeIndex;
 
+use crate::model::{PublishAssets, StepKind};
 use crate::plan::Plan;
 
 /// The widest a column of names is padded to, in characters: a longer name pushes the rest of its line right
@@ -47,28 +49,84 @@ pub fn waves(plan: &Plan, jobs: usize) -> String {
     out
 }
 
-/// The DAG as text: each node, its kind, what it needs and what needs it, in wave order.
+/// The DAG as a tree, like `cargo tree`: each node under the node it runs after, from the nodes that need nothing;
+/// edges implied by others are left out (as in DOT and Mermaid), and a node reached again (it needs several) is
+/// printed once in full and then marked `(*)`. Several roots are each a tree of their own.
 pub fn text(plan: &Plan) -> String {
+    let edges = reduced_edges(plan);
+    let mut children: Vec<Vec<NodeIndex>> = vec![Vec::new(); plan.graph.node_count()];
+    let mut has_parent = vec![false; plan.graph.node_count()];
+    for &(from, to) in &edges {
+        children[from.index()].push(to);
+        has_parent[to.index()] = true;
+    }
     let mut out = String::new();
     let _ = writeln!(out, "{}", plan.pipeline.loaded.pipeline.name);
-    let order: Vec<_> = plan.waves().into_iter().flatten().collect();
-    for (k, &n) in order.iter().enumerate() {
+    let roots: Vec<NodeIndex> = plan.graph.node_indices().filter(|n| !has_parent[n.index()]).collect();
+    let mut shown = vec![false; plan.graph.node_count()];
+    let mut repeated = false;
+    // Depth first, iteratively: a 10k-step chain is 10k levels deep. (node, prefix of its line, last child?)
+    let mut stack: Vec<(NodeIndex, String, bool)> =
+        roots.iter().rev().enumerate().map(|(k, &n)| (n, String::new(), k == 0)).collect();
+    while let Some((n, prefix, last)) = stack.pop() {
         let node = &plan.graph[n];
-        let last = k + 1 == order.len();
-        let (branch, stem) = if last { ("└──", "    ") } else { ("├──", "│   ") };
-        let later = if node.expands_at_run_time { ", expands at run time" } else { "" };
-        let _ = writeln!(out, "{branch} {} [{}{later}]", node.id, node.kind);
-        let mut dependents: Vec<_> = plan.graph.neighbors_directed(n, Direction::Outgoing).collect();
-        dependents.sort();
-        let needs = plan.needs_of(n);
-        if !needs.is_empty() {
-            let _ = writeln!(out, "{stem}├── needs: {}", needs.join(", "));
+        let branch = if last { "└── " } else { "├── " };
+        let mut label = format!("{} [{}", node.id, node.kind);
+        if let Some(env) = environment(plan, node.step) {
+            let _ = write!(label, ", {env}");
         }
-        let names: Vec<&str> = dependents.iter().map(|&d| &*plan.graph[d].id).collect();
-        let needed_by = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
-        let _ = writeln!(out, "{stem}└── needed by: {needed_by}");
+        if node.expands_at_run_time {
+            label.push_str(", expands at run time");
+        }
+        label.push(']');
+        if shown[n.index()] && !children[n.index()].is_empty() {
+            repeated = true;
+            let _ = writeln!(out, "{prefix}{branch}{label} (*)");
+            continue;
+        }
+        shown[n.index()] = true;
+        let _ = writeln!(out, "{prefix}{branch}{label}");
+        let inner = format!("{prefix}{}", if last { "    " } else { "│   " });
+        let kids = &children[n.index()];
+        for (k, &c) in kids.iter().enumerate().rev() {
+            stack.push((c, inner.clone(), k + 1 == kids.len()));
+        }
+    }
+    if repeated {
+        out.push_str("(*) shown above, with what runs after it\n");
     }
     out
+}
+
+/// The plan's edges without those implied by others (its transitive reduction, as Graphviz's `tred` computes):
+/// `synth -> stack` is left out when `synth -> vpc -> stack` says it already. Sorted by source, then target, in
+/// plan order.
+pub fn reduced_edges(plan: &Plan) -> Vec<(NodeIndex, NodeIndex)> {
+    let Ok(order) = petgraph::algo::toposort(&plan.graph, None) else {
+        return plan.graph.raw_edges().iter().map(|e| (e.source(), e.target())).collect();
+    };
+    let (list, _) = tred::dag_to_toposorted_adjacency_list::<_, u32>(&plan.graph, &order);
+    let (reduction, _) = tred::dag_transitive_reduction_closure(&list);
+    let mut edges: Vec<(NodeIndex, NodeIndex)> = reduction
+        .edge_indices()
+        .filter_map(|e| reduction.edge_endpoints(e))
+        .map(|(a, b)| (order[a as usize], order[b as usize]))
+        .collect();
+    edges.sort();
+    edges
+}
+
+/// Where a step acts, for people: `aws://ACCOUNT/REGION` of a Deploy, or of a Publish's destination (as written:
+/// `${env:...}` left as is).
+pub fn environment(plan: &Plan, step: usize) -> Option<String> {
+    match &plan.pipeline.loaded.pipeline.steps[step].kind {
+        StepKind::Deploy(d) => Some(format!("aws://{}/{}", d.account, d.region)),
+        StepKind::Publish(p) => match &p.assets {
+            PublishAssets::Files { destination: d, .. } => Some(format!("aws://{}/{}", d.account, d.region)),
+            PublishAssets::Assembly { stage, .. } => Some(format!("stage {stage}")),
+        },
+        _ => None,
+    }
 }
 
 /// Fill colour per step kind, shared by DOT and Mermaid.
