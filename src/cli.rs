@@ -38,6 +38,9 @@ pub enum Command {
         /// Also show what each Deploy stack would change: creates change sets, prints them, deletes them.
         #[arg(long)]
         diff: bool,
+        /// Show each step's description whole (long Shell commands are shortened otherwise).
+        #[arg(long)]
+        full: bool,
     },
     /// Print the DAG.
     Graph {
@@ -151,6 +154,14 @@ pub struct BootstrapArgs {
 pub struct RunArgs {
     /// The pipeline file (RON).
     pub file: PathBuf,
+    /// Steps (or nodes, `deploy-prod/DataLakeS3`) to run, with what they need and nothing after them, like
+    /// `cdk deploy STACK`; default: the whole pipeline.
+    #[arg(value_name = "STEP", conflicts_with = "resume")]
+    pub targets: Vec<String>,
+    /// Run only this step (repeatable), like `cdk deploy --exclusively`: what it needs is not run again, its
+    /// outputs and workspace come from the latest run that did it.
+    #[arg(long, value_name = "STEP", conflicts_with_all = ["resume", "targets"])]
+    pub only: Vec<String>,
     /// Steps running at once (0 = unlimited); default: the pipeline's max_parallel, else 16.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,

@@ -54,7 +54,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
     let state_dir = &cli.state_dir;
     match cli.command {
         Command::Validate { files } => cmd::validate::main(&files),
-        Command::Plan { file, sources, jobs, diff } => cmd::plan::main(&file, &sources, jobs, diff, state_dir),
+        Command::Plan { file, sources, jobs, diff, full } => {
+            cmd::plan::main(&file, &sources, jobs, diff, full, state_dir)
+        }
         Command::Graph { file, format, sources } => cmd::graph::main(&file, format, &sources),
         Command::Run(args) => cmd::run::main(args, state_dir),
         Command::Step { file, step } => cmd::step::main(&file, &step, state_dir),

@@ -18,8 +18,32 @@ use crate::plan::Plan;
 /// instead of widening every line (and formatting stays within its bounds for any name).
 pub const MAX_COLUMN: usize = 64;
 
-/// The dry run: waves of nodes that run together, and what each does.
+/// A node's description in the plan is cut to this many characters (a Shell step's commands can run to hundreds);
+/// [`waves_in_full`] keeps them whole.
+pub const DESCRIPTION_WIDTH: usize = 100;
+
+/// The dry run: waves of nodes that run together, and what each does, long descriptions shortened.
 pub fn waves(plan: &Plan, jobs: usize) -> String {
+    waves_with(plan, jobs, Some(DESCRIPTION_WIDTH))
+}
+
+/// The dry run with every description whole (`runner plan --full`).
+pub fn waves_in_full(plan: &Plan, jobs: usize) -> String {
+    waves_with(plan, jobs, None)
+}
+
+/// `text` cut to `width` characters, `…` standing for the rest.
+fn shorten(text: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
+    match width {
+        Some(w) if text.chars().count() > w => {
+            let cut: String = text.chars().take(w.saturating_sub(1)).collect();
+            format!("{}…", cut.trim_end()).into()
+        }
+        _ => text.into(),
+    }
+}
+
+fn waves_with(plan: &Plan, jobs: usize, width: Option<usize>) -> String {
     let waves = plan.waves();
     let mut out = String::new();
     let at_once = if jobs == 0 { "no limit".to_string() } else { format!("at most {jobs} at once") };
@@ -32,19 +56,25 @@ pub fn waves(plan: &Plan, jobs: usize) -> String {
         waves.len()
     );
     // Columns are as wide as the longest id up to a bound (a longer one pushes its line's next column right).
-    let width = plan.graph.node_weights().map(|n| n.id.chars().count()).max().unwrap_or(0).min(MAX_COLUMN);
+    let id_width = plan.graph.node_weights().map(|n| n.id.chars().count()).max().unwrap_or(0).min(MAX_COLUMN);
+    let mut shortened = false;
     let kind_width = plan.graph.node_weights().map(|n| n.kind.len()).max().unwrap_or(0);
     for (k, wave) in waves.iter().enumerate() {
         let _ = writeln!(out, "\nwave {} ({} node{})", k + 1, wave.len(), if wave.len() == 1 { "" } else { "s" });
         for &n in wave {
             let node = &plan.graph[n];
             let later = if node.expands_at_run_time { " (expands at run time)" } else { "" };
-            let _ = writeln!(out, "  {:width$}  {:kind_width$}  {}{later}", node.id, node.kind, node.description);
+            let description = shorten(&node.description, width);
+            shortened |= description.len() != node.description.len();
+            let _ = writeln!(out, "  {:id_width$}  {:kind_width$}  {description}{later}", node.id, node.kind);
             let needs = plan.needs_of(n);
             if !needs.is_empty() {
-                let _ = writeln!(out, "  {:width$}  {:kind_width$}  after: {}", "", "", needs.join(", "));
+                let _ = writeln!(out, "  {:id_width$}  {:kind_width$}  after: {}", "", "", needs.join(", "));
             }
         }
+    }
+    if shortened {
+        let _ = writeln!(out, "\n(long descriptions shortened: `runner plan FILE --full` shows them whole)");
     }
     out
 }
