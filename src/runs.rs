@@ -238,7 +238,8 @@ fn reuse(plan: &Plan, state: &RunState, changed: &[String]) -> HashMap<String, R
         let upstream_reused =
             plan.graph.neighbors_directed(n, Direction::Incoming).all(|m| reused.contains_key(&*plan.graph[m].id));
         if done(&old.status) && !changed.iter().any(|c| c == step) && upstream_reused {
-            reused.insert(id.to_string(), Reused { outputs: old.outputs.clone(), workspace: old.workspace.clone() });
+            let (outputs, workspace) = (old.outputs.clone(), old.workspace.clone());
+            reused.insert(id.to_string(), Reused { outputs, workspace, from: None });
         }
     }
     reused
@@ -279,4 +280,36 @@ pub fn approve(plan: &Plan, state_dir: &Path, step: &str, run: Option<&str>, rej
     let answer = if reject { "rejected" } else { "approved" };
     write_atomic(&file, answer.as_bytes()).map_err(|e| format!("error: cannot write {}: {e}\n", file.display()))?;
     Ok(format!("{answer} `{step}` of run {id}\n"))
+}
+
+/// For `runner run --only`: each of `nodes` as its latest run of the pipeline left it done, with the step's
+/// definition unchanged since; `Err` names those no run did (they must run first).
+pub fn latest_successes(plan: &Plan, state_dir: &Path, nodes: &[&str]) -> Result<HashMap<String, Reused>, Vec<String>> {
+    let pipeline = &plan.pipeline.loaded.pipeline;
+    let now = step_hashes(pipeline);
+    let mut found: HashMap<String, Reused> = HashMap::new();
+    for (run_id, dir) in runs_of(state_dir, &pipeline.name).into_iter().rev() {
+        if found.len() == nodes.len() {
+            break;
+        }
+        let Ok(state) = RunState::load(&dir) else { continue };
+        for &node in nodes {
+            if found.contains_key(node) {
+                continue;
+            }
+            let step = node.split('/').next().unwrap_or(node);
+            let Some(old) = state.nodes.get(node) else { continue };
+            if done(&old.status) && state.steps.get(step) == now.get(step) {
+                let from = Some(format!("in run {run_id}"));
+                let (outputs, workspace) = (old.outputs.clone(), old.workspace.clone());
+                found.insert(node.to_string(), Reused { outputs, workspace, from });
+            }
+        }
+    }
+    let missing: Vec<String> = nodes.iter().filter(|n| !found.contains_key(**n)).map(|n| n.to_string()).collect();
+    if missing.is_empty() {
+        Ok(found)
+    } else {
+        Err(missing)
+    }
 }
