@@ -87,6 +87,19 @@ pub enum Command {
         #[arg(long)]
         reject: bool,
     },
+    /// Delete the stacks of the pipeline's Deploy steps (or of one), like `cdk destroy`: each after the stacks that
+    /// depend on it, independent ones at once; stacks with termination protection are left. Asks first.
+    Destroy {
+        /// The pipeline file (RON).
+        file: PathBuf,
+        /// The Deploy step whose stacks to delete (default: every Deploy step's).
+        step: Option<String>,
+        /// Delete without asking (needed without a terminal to ask at).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        sources: SourceDirs,
+    },
     /// Prepare an account for deployments (CDK-compatible bootstrap stack `CDKToolkit`): assets bucket (KMS,
     /// versioning, TLS only, no public access), file-publishing, deploy and CloudFormation execution roles, and
     /// the SSM parameter /cdk-bootstrap/QUALIFIER/version.

@@ -67,5 +67,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Bootstrap(args) => cmd::bootstrap::main(args, state_dir),
         Command::Serve(args) => cmd::serve::main(args, state_dir),
+        Command::Destroy { file, step, force, sources } => cmd::destroy::main(&file, step.as_deref(), force, &sources),
     }
 }

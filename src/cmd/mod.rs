@@ -3,6 +3,7 @@
 
 pub mod approve;
 pub mod bootstrap;
+pub mod destroy;
 pub mod graph;
 pub mod history;
 pub mod plan;
