@@ -87,6 +87,19 @@ pub enum Command {
         #[arg(long)]
         reject: bool,
     },
+    /// Write a starter pipeline for the CDK app in the current directory: source, synth, and per stage of its cloud
+    /// assembly a Publish and a Deploy (an Approval before each stage after the first).
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = "pipeline.ron", value_name = "FILE")]
+        output: PathBuf,
+        /// The pipeline's name (default: the directory's).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Delete the stacks of the pipeline's Deploy steps (or of one), like `cdk destroy`: each after the stacks that
     /// depend on it, independent ones at once; stacks with termination protection are left. Asks first.
     Destroy {

@@ -67,6 +67,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Bootstrap(args) => cmd::bootstrap::main(args, state_dir),
         Command::Serve(args) => cmd::serve::main(args, state_dir),
+        Command::Init { output, name, force } => cmd::init::main(&output, name.as_deref(), force),
         Command::Destroy { file, step, force, sources } => cmd::destroy::main(&file, step.as_deref(), force, &sources),
     }
 }

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod destroy;
 pub mod graph;
 pub mod history;
+pub mod init;
 pub mod plan;
 pub mod run;
 pub mod serve;
