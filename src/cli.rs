@@ -20,10 +20,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a pipeline file: every error with file:line:column, and warnings.
-    Validate { file: PathBuf },
+    /// Check pipeline files: every error with file:line:column, and warnings. Exit 2 when any is invalid.
+    Validate {
+        /// The pipeline files (RON) to check, e.g. `pipelines/*.ron`.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Dry run: the waves of steps that run together and what each does.
     Plan {
+        /// The pipeline file (RON).
         file: PathBuf,
         #[command(flatten)]
         sources: SourceDirs,
@@ -33,10 +38,15 @@ pub enum Command {
         /// Also show what each Deploy stack would change: creates change sets, prints them, deletes them.
         #[arg(long)]
         diff: bool,
+        /// Show each step's description whole (long Shell commands are shortened otherwise).
+        #[arg(long)]
+        full: bool,
     },
     /// Print the DAG.
     Graph {
+        /// The pipeline file (RON).
         file: PathBuf,
+        /// How to draw it.
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
         #[command(flatten)]
@@ -46,20 +56,62 @@ pub enum Command {
     Run(RunArgs),
     /// Run one step of a pipeline here, with the inputs a dispatcher passed in RUNNER_INPUTS (what a CodeBuild
     /// build started by `run_on: CodeBuild(...)` runs); its outputs go to RUNNER_OUTPUTS (s3://bucket/key).
-    Step { file: PathBuf, step: String },
+    Step {
+        /// The pipeline file (RON) the step belongs to.
+        file: PathBuf,
+        /// The id of the step to run.
+        step: String,
+    },
     /// List the past runs of a pipeline: id, start, duration, outcome.
-    History { file: PathBuf },
+    History {
+        /// The pipeline file (RON); its runs are those under the state dir with its name.
+        file: PathBuf,
+    },
     /// Show one run's steps with status, duration and log (default: the latest run).
-    Status { file: PathBuf, run: Option<String> },
+    Status {
+        /// The pipeline file (RON).
+        file: PathBuf,
+        /// A run id as `runner history` lists it (default: the latest run).
+        run: Option<String>,
+    },
     /// Answer an Approval step of a waiting run (default: the latest run).
     Approve {
+        /// The pipeline file (RON).
         file: PathBuf,
+        /// The id of the Approval step to answer.
         step: String,
-        #[arg(long)]
+        /// The run to answer (default: the latest run).
+        #[arg(long, value_name = "RUN")]
         run: Option<String>,
         /// Reject instead of approving: the step fails.
         #[arg(long)]
         reject: bool,
+    },
+    /// Write a starter pipeline for the CDK app in the current directory: source, synth, and per stage of its cloud
+    /// assembly a Publish and a Deploy (an Approval before each stage after the first).
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = "pipeline.ron", value_name = "FILE")]
+        output: PathBuf,
+        /// The pipeline's name (default: the directory's).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete the stacks of the pipeline's Deploy steps (or of one), like `cdk destroy`: each after the stacks that
+    /// depend on it, independent ones at once; stacks with termination protection are left. Asks first.
+    Destroy {
+        /// The pipeline file (RON).
+        file: PathBuf,
+        /// The Deploy step whose stacks to delete (default: every Deploy step's).
+        step: Option<String>,
+        /// Delete without asking (needed without a terminal to ask at).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        sources: SourceDirs,
     },
     /// Prepare an account for deployments (CDK-compatible bootstrap stack `CDKToolkit`): assets bucket (KMS,
     /// versioning, TLS only, no public access), file-publishing, deploy and CloudFormation execution roles, and
@@ -119,19 +171,30 @@ pub struct BootstrapArgs {
     /// Managed policy of the CloudFormation execution role (repeatable; default AdministratorAccess).
     #[arg(long, value_name = "ARN")]
     pub execution_policy: Vec<String>,
+    /// How to show progress.
     #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
     pub output: OutputFormat,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// The pipeline file (RON).
     pub file: PathBuf,
+    /// Steps (or nodes, `deploy-prod/DataLakeS3`) to run, with what they need and nothing after them, like
+    /// `cdk deploy STACK`; default: the whole pipeline.
+    #[arg(value_name = "STEP", conflicts_with = "resume")]
+    pub targets: Vec<String>,
+    /// Run only this step (repeatable), like `cdk deploy --exclusively`: what it needs is not run again, its
+    /// outputs and workspace come from the latest run that did it.
+    #[arg(long, value_name = "STEP", conflicts_with_all = ["resume", "targets"])]
+    pub only: Vec<String>,
     /// Steps running at once (0 = unlimited); default: the pipeline's max_parallel, else 16.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     /// Stop the run at the first failure (running steps are cancelled).
     #[arg(long)]
     pub fail_fast: bool,
+    /// How to show progress.
     #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -174,21 +237,28 @@ pub struct SourceDirs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
+    /// A tree for the terminal: each node under what it needs.
     Text,
+    /// Graphviz DOT (`dot -Tsvg`); a stage's stacks in a cluster named for its account and region.
     Dot,
+    /// A Mermaid flowchart (renders in GitHub Markdown); a stage's stacks in a subgraph.
     Mermaid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// Progress bars on a terminal; plain lines when not a terminal or when CI is set.
+    /// Progress bars on a terminal; plain lines when not a terminal, when CI is set or in CodeBuild.
     Auto,
+    /// One timestamped line per event, prefixed by the step id; progress at most every few seconds (CI logs).
     Plain,
+    /// One JSON object per event on stdout (README: JSON events); the summary on stderr.
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Lines for people.
     Text,
+    /// One JSON object per diagnostic.
     Json,
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod cmd;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -32,10 +33,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The AWS SDK's own warnings about each credential provider it tried, left out of what `RUST_LOG` unset shows:
+/// runner says once what is missing and where it looked (see `steps::aws`).
+const QUIET_AWS_CREDENTIALS: &str = "aws_config::meta::credentials=error,aws_config::imds=error";
+
 fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default_filter},{QUIET_AWS_CREDENTIALS}")));
+    // Colour codes only for a person at a terminal (never into a pipe, a file or CloudWatch), and not under NO_COLOR.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -46,8 +53,10 @@ fn init_tracing(format: LogFormat, default_filter: &str) {
 fn dispatch(cli: Cli) -> Result<ExitCode, String> {
     let state_dir = &cli.state_dir;
     match cli.command {
-        Command::Validate { file } => cmd::validate::main(&file),
-        Command::Plan { file, sources, jobs, diff } => cmd::plan::main(&file, &sources, jobs, diff, state_dir),
+        Command::Validate { files } => cmd::validate::main(&files),
+        Command::Plan { file, sources, jobs, diff, full } => {
+            cmd::plan::main(&file, &sources, jobs, diff, full, state_dir)
+        }
         Command::Graph { file, format, sources } => cmd::graph::main(&file, format, &sources),
         Command::Run(args) => cmd::run::main(args, state_dir),
         Command::Step { file, step } => cmd::step::main(&file, &step, state_dir),
@@ -58,5 +67,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Bootstrap(args) => cmd::bootstrap::main(args, state_dir),
         Command::Serve(args) => cmd::serve::main(args, state_dir),
+        Command::Init { output, name, force } => cmd::init::main(&output, name.as_deref(), force),
+        Command::Destroy { file, step, force, sources } => cmd::destroy::main(&file, step.as_deref(), force, &sources),
     }
 }

@@ -176,3 +176,56 @@ pub fn workspace_of(plan: &Plan, catalog: &StepCatalog, step: usize, state_dir: 
     }
     PathBuf::from(".")
 }
+
+/// A plan cut down to part of the pipeline (`runner run FILE TARGET...`, `--only`).
+pub struct Selected {
+    pub plan: Plan,
+    /// The nodes the targets named.
+    pub targets: Vec<Arc<str>>,
+    /// The nodes upstream of them, which they need (kept in the plan; `--only` reuses them from earlier runs).
+    pub upstream: Vec<Arc<str>>,
+}
+
+/// The plan cut to `targets` (step or node ids) and everything upstream of them, like `cdk deploy STACK`: what
+/// runs after them is left out. `Err` for a target that names no step or node, with the closest id suggested.
+pub fn select(mut plan: Plan, targets: &[String]) -> Result<Selected, String> {
+    use petgraph::graph::NodeIndex;
+    let steps = &plan.pipeline.loaded.pipeline.steps;
+    let mut named: Vec<NodeIndex> = Vec::new();
+    for target in targets {
+        let nodes: Vec<NodeIndex> = plan
+            .graph
+            .node_indices()
+            .filter(|&n| *plan.graph[n].id == **target || steps[plan.graph[n].step].id == *target)
+            .collect();
+        if nodes.is_empty() {
+            let ids = steps.iter().map(|s| s.id.as_str()).chain(plan.graph.node_weights().map(|n| &*n.id));
+            let hint = closest(target, ids).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(format!(
+                "error: `{target}` is not a step or node of `{}`{hint}\n",
+                plan.pipeline.loaded.pipeline.name
+            ));
+        }
+        named.extend(nodes);
+    }
+    let named: HashSet<NodeIndex> = named.into_iter().collect();
+    let mut upstream: HashSet<NodeIndex> = HashSet::new();
+    let mut stack: Vec<NodeIndex> = named.iter().copied().collect();
+    while let Some(n) = stack.pop() {
+        for m in plan.graph.neighbors_directed(n, petgraph::Direction::Incoming) {
+            if !named.contains(&m) && upstream.insert(m) {
+                stack.push(m);
+            }
+        }
+    }
+    let ids = |set: &HashSet<NodeIndex>| -> Vec<Arc<str>> {
+        let mut v: Vec<NodeIndex> = set.iter().copied().collect();
+        v.sort();
+        v.into_iter().map(|n| plan.graph[n].id.clone()).collect()
+    };
+    let (targets, upstream_ids) = (ids(&named), ids(&upstream));
+    plan.graph = plan
+        .graph
+        .filter_map(|n, node| (named.contains(&n) || upstream.contains(&n)).then(|| node.clone()), |_, &()| Some(()));
+    Ok(Selected { plan, targets, upstream: upstream_ids })
+}

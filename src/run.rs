@@ -72,6 +72,15 @@ pub struct RunRequest {
     /// saw, so that a run deploys the commit that started it (`runner serve`). Empty: each Source fetches its
     /// reference as it is then.
     pub source_commits: HashMap<String, String>,
+    /// Step or node ids to run, with what they need (upstream), and nothing after them, like `cdk deploy STACK`.
+    /// Empty: the whole pipeline.
+    pub targets: Vec<String>,
+    /// With `targets`: run only them, like `cdk deploy --exclusively`; what they need is taken, outputs and
+    /// workspaces, from the latest run that did it with the same definition (refused when none did).
+    pub exclusively: bool,
+    /// What to tell people when the preflight refuses the run, instead of the generic line about Deploy and
+    /// Publish steps (e.g. `runner bootstrap`: act through `--role`).
+    pub preflight_remedy: Option<String>,
 }
 
 impl RunRequest {
@@ -94,6 +103,9 @@ impl RunRequest {
             wait_for_lock: false,
             env: std::env::vars().collect(),
             source_commits: HashMap::new(),
+            targets: Vec::new(),
+            exclusively: false,
+            preflight_remedy: None,
         }
     }
 }
@@ -135,13 +147,53 @@ pub async fn run(
 ) -> Result<RunEnd, String> {
     let RunRequest { planned, file, state_dir, env, .. } = request;
     let Planned { mut plan, catalog } = planned;
-    check_env(&plan, &catalog, &env)?;
+    let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
+    let state_dir = if state_dir.is_absolute() { state_dir } else { base_dir.join(state_dir) };
+    let mut reused_upstream = HashMap::new();
+    let mut selection_notice = None;
+    if !request.targets.is_empty() {
+        if request.resume {
+            return Err("error: --resume continues a whole run: it takes no target steps and no --only\n".into());
+        }
+        let selected = pipeline::select(plan, &request.targets)?;
+        plan = selected.plan;
+        let names = request.targets.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
+        if request.exclusively && !selected.upstream.is_empty() {
+            let upstream: Vec<&str> = selected.upstream.iter().map(|n| &**n).collect();
+            reused_upstream = runs::latest_successes(&plan, &state_dir, &upstream).map_err(|missing| {
+                format!(
+                    "error: --only {names}: {} never succeeded with the pipeline's current definition, so there is \
+                     nothing to take {} outputs from\n  hint: `runner run {} {}` runs {names} and what {} needs\n",
+                    missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                    if missing.len() == 1 { "its" } else { "their" },
+                    file.display(),
+                    request.targets.join(" "),
+                    if request.targets.len() == 1 { "it" } else { "they" },
+                )
+            })?;
+            selection_notice = Some(format!(
+                "only {names}: {} node(s) run; what they need ({}) is taken from earlier runs",
+                selected.targets.len(),
+                upstream.join(", ")
+            ));
+        } else if request.exclusively {
+            selection_notice = Some(format!("only {names}: {} node(s) run", selected.targets.len()));
+        } else {
+            selection_notice = Some(format!(
+                "{names} and what {} needs: {} node(s) run",
+                if request.targets.len() == 1 { "it" } else { "they" },
+                plan.graph.node_count()
+            ));
+        }
+    }
+    check_env(&plan, &catalog, &env, &reused_upstream)?;
+    if let Some(text) = &selection_notice {
+        notice(&mut reporters, text);
+    }
     // Nothing points into the file from here on.
     plan.pipeline.loaded.release_source();
     let jobs = pipeline::jobs_for(&plan, request.jobs);
     let name = plan.pipeline.loaded.pipeline.name.clone();
-    let base_dir = std::env::current_dir().map_err(|e| format!("error: {e}\n"))?;
-    let state_dir = if state_dir.is_absolute() { state_dir } else { base_dir.join(state_dir) };
     check_ids(&plan, request.force_steps.iter().chain(&request.approve))?;
 
     let mut lock = PipelineLock::acquire(&state_dir, &name, request.wait_for_lock, &mut reporters).await?;
@@ -154,10 +206,12 @@ pub async fn run(
         None => None,
     };
     let (run_id, run_dir, mut recorder, resumed) = if let Some(resume) = resume {
-        notice(
-            &mut reporters,
-            &format!("resuming run {}: {} node(s) done there are reused", resume.run_id, resume.reused.len()),
-        );
+        let text = if resume.state.nodes.values().all(|n| n.started.is_none()) {
+            format!("resuming run {}: nothing ran there (it stopped before its first step)", resume.run_id)
+        } else {
+            format!("resuming run {}: {} node(s) done there are reused", resume.run_id, resume.reused.len())
+        };
+        notice(&mut reporters, &text);
         let recorder = Recorder::resume(&resume.run_dir, resume.state);
         (resume.run_id, resume.run_dir, recorder, resume.reused)
     } else {
@@ -166,7 +220,7 @@ pub async fn run(
         let hashes = runs::step_hashes(&plan.pipeline.loaded.pipeline);
         let recorder = Recorder::new(&run_dir, &run_id, &name, file.display().to_string(), hashes)
             .map_err(|e| format!("error: cannot create {}: {e}\n", run_dir.display()))?;
-        (run_id, run_dir, recorder, HashMap::new())
+        (run_id, run_dir, recorder, reused_upstream)
     };
     lock.holds(&run_id);
     for r in &mut reporters {
@@ -207,11 +261,11 @@ pub async fn run(
     }
     let mut summary = Summary::new(run_dir.display().to_string());
 
-    let errors = preflight(&plan, &catalog, &options.env, &mut reporters).await;
-    if !errors.is_empty() {
+    if let Err(Refused { errors, remedy }) = preflight(&plan, &catalog, &options.env, &mut reporters).await {
         let error = format!("preflight: {}", errors.join("\npreflight: "));
         recorder.not_started(&error);
         summary.not_started(&run_id, &name, &error);
+        summary.remedy = remedy.or_else(|| request.preflight_remedy.clone());
         for r in &mut reporters {
             r.not_started(&summary, &errors);
         }
@@ -227,11 +281,28 @@ pub async fn run(
             let catalog: Arc<dyn engine::step::Catalog> = catalog.clone();
             tokio::spawn(async move { walk::walk(&plan, catalog, options, stop, tx).await })
         };
-        while let Some(event) = rx.recv().await {
-            summary.event(&event);
-            recorder.handle(&event);
-            for r in &mut reporters {
-                r.event(&event);
+        let mut signals = stop.clone();
+        let mut signals_open = true;
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    let Some(event) = event else { break };
+                    summary.event(&event);
+                    recorder.handle(&event);
+                    for r in &mut reporters {
+                        r.event(&event);
+                    }
+                }
+                // Said through the reporters, so that a terminal's bars are moved out of the way first.
+                changed = signals.changed(), if signals_open => {
+                    signals_open = changed.is_ok();
+                    let text = match *signals.borrow_and_update() {
+                        Some(StopReason::Interrupt) => "interrupted: stopping running steps (again to kill them now)",
+                        Some(StopReason::Kill) => "interrupted again: killing running steps",
+                        _ => continue,
+                    };
+                    notice(&mut reporters, text);
+                }
             }
         }
         let outcome = walker.await.map_err(|e| format!("error: the run crashed: {e}\n"))?;
@@ -277,14 +348,21 @@ fn check_ids<'a>(plan: &Plan, ids: impl Iterator<Item = &'a String>) -> Result<(
     Ok(())
 }
 
+/// Why the preflight stopped a run: its errors, and what to do about them when there is more to say than the
+/// reporters' generic line.
+struct Refused {
+    errors: Vec<String>,
+    remedy: Option<String>,
+}
+
 /// Every Deploy's role (and every Publish's of files declared in the pipeline) can be assumed and acts in its
-/// account; the errors, empty when all can.
+/// account. No credentials at all is said once, not once per account.
 async fn preflight(
     plan: &Plan,
     catalog: &StepCatalog,
     env: &HashMap<String, String>,
     reporters: &mut [Box<dyn Reporter>],
-) -> Vec<String> {
+) -> Result<(), Refused> {
     let steps = &plan.pipeline.loaded.pipeline.steps;
     let checked = steps
         .iter()
@@ -295,19 +373,41 @@ async fn preflight(
         })
         .count();
     if checked == 0 {
-        return Vec::new();
+        return Ok(());
     }
     notice(reporters, &format!("preflight: checking access to the accounts of {checked} Deploy or Publish step(s)"));
+    if let Err(e) = catalog.aws.check_credentials(catalog.aws_endpoint.as_deref()).await {
+        return Err(Refused {
+            errors: vec![e.0],
+            remedy: Some("nothing ran: no AWS credentials (see above)".to_string()),
+        });
+    }
     let name = &plan.pipeline.loaded.pipeline.name;
-    steps::deploy::preflight(steps, name, catalog.aws_endpoint.as_deref(), env, &catalog.aws).await
+    let errors = steps::deploy::preflight(steps, name, catalog.aws_endpoint.as_deref(), env, &catalog.aws).await;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Refused { errors, remedy: None })
+    }
 }
 
-/// Every `${env:...}` of the steps that will run must be set; else list them all (exit 2, nothing runs).
-fn check_env(plan: &Plan, catalog: &StepCatalog, env: &HashMap<String, String>) -> Result<(), String> {
+/// Every `${env:...}` of the steps that will run must be set; else list them all (exit 2, nothing runs). Steps
+/// with no node in the plan (left out by a selection) or only reused nodes do not run.
+fn check_env(
+    plan: &Plan,
+    catalog: &StepCatalog,
+    env: &HashMap<String, String>,
+    reused: &HashMap<String, engine::walk::Reused>,
+) -> Result<(), String> {
     let valid = &plan.pipeline;
     let mut missing: Vec<Diagnostic> = Vec::new();
     let mut seen = BTreeSet::new();
+    let runs: std::collections::HashSet<usize> =
+        plan.graph.node_weights().filter(|n| !reused.contains_key(&*n.id)).map(|n| n.step).collect();
     for (i, step) in valid.loaded.pipeline.steps.iter().enumerate() {
+        if !runs.contains(&i) {
+            continue;
+        }
         let refs = valid.env_refs_of(i);
         if matches!(step.kind, StepKind::Source(_)) && catalog.checkout_of(&step.id).is_some() {
             continue;

@@ -54,14 +54,34 @@ fn find_run(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<(Stri
     }
 }
 
-fn duration_between(start: &str, end: Option<&str>) -> String {
+fn duration_between(start: &str, end: Option<&str>) -> Option<std::time::Duration> {
     let (Ok(s), Some(Ok(e))) = (humantime::parse_rfc3339(start), end.map(humantime::parse_rfc3339)) else {
-        return "-".to_string();
+        return None;
     };
-    e.duration_since(s).map(crate::report::format_duration).unwrap_or_else(|_| "-".into())
+    e.duration_since(s).ok()
 }
 
-/// `runner history`: id, start, duration, outcome of every run.
+/// How long a run took: its working time, and for a resumed run also the span from its start to its end when the
+/// two differ (the time between a stop and its resume is not work).
+fn duration(s: &RunState) -> (String, String) {
+    let span = duration_between(&s.started, s.finished.as_deref());
+    let format = crate::report::format_duration;
+    match span {
+        None => ("-".to_string(), String::new()),
+        Some(span) if s.resumed.is_empty() || s.working_ms == 0 => (format(span), String::new()),
+        Some(span) => {
+            let working = std::time::Duration::from_millis(s.working_ms);
+            let spanned = if span > working + std::time::Duration::from_secs(1) {
+                format!(", {} from start to end", format(span))
+            } else {
+                String::new()
+            };
+            (format(working), spanned)
+        }
+    }
+}
+
+/// `runner history`: id, start, working time, outcome of every run.
 pub fn history(state_dir: &Path, pipeline: &str) -> String {
     let runs = runs_of(state_dir, pipeline);
     if runs.is_empty() {
@@ -72,15 +92,10 @@ pub fn history(state_dir: &Path, pipeline: &str) -> String {
     for (id, dir) in runs {
         match RunState::load(&dir) {
             Ok(s) => {
+                let (working, span) = duration(&s);
                 let resumed =
-                    if s.resumed.is_empty() { String::new() } else { format!(" (resumed {}x)", s.resumed.len()) };
-                let _ = writeln!(
-                    out,
-                    "{id:width$}  {:24}  {:>9}  {}{resumed}",
-                    s.started,
-                    duration_between(&s.started, s.finished.as_deref()),
-                    outcome(&s)
-                );
+                    if s.resumed.is_empty() { String::new() } else { format!(" (resumed {}x{span})", s.resumed.len()) };
+                let _ = writeln!(out, "{id:width$}  {:24}  {working:>9}  {}{resumed}", s.started, outcome(&s));
             }
             Err(e) => {
                 let _ = writeln!(out, "{id:width$}  {e}");
@@ -90,26 +105,40 @@ pub fn history(state_dir: &Path, pipeline: &str) -> String {
     out
 }
 
+/// Whether no node of the run ever started (it stopped at its preflight).
+fn nothing_ran(s: &RunState) -> bool {
+    s.nodes.values().all(|n| n.started.is_none())
+}
+
 /// A run's outcome in a word or a few: `succeeded`, `unfinished`, `failed (nothing ran: preflight ...)`.
 fn outcome(s: &RunState) -> String {
     match (&s.error, s.finished.is_none() && matches!(s.status.as_str(), "running" | "starting")) {
         (_, true) => "unfinished".to_string(),
-        (Some(e), _) => format!("{} (nothing ran: {})", s.status, e.lines().next().unwrap_or("")),
+        (Some(e), _) if nothing_ran(s) => format!("{} (nothing ran: {})", s.status, e.lines().next().unwrap_or("")),
+        (Some(e), _) => format!("{} ({})", s.status, e.lines().next().unwrap_or("")),
         (None, _) => s.status.clone(),
     }
 }
 
-/// `runner status`: one run's nodes with status, duration and log.
-pub fn status(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<String, String> {
+/// `runner status`: one run's nodes with status, duration and log, in the plan's order (the order of the file,
+/// each step's parts after it), as the run's summary lists them.
+pub fn status(plan: &Plan, state_dir: &Path, run: Option<&str>) -> Result<String, String> {
+    let pipeline = plan.pipeline.loaded.pipeline.name.as_str();
     let (id, dir) = find_run(state_dir, pipeline, run)?;
     let state = RunState::load(&dir).map_err(|e| format!("error: {e}\n"))?;
-    let mut out = format!("run {id} of `{pipeline}`: {}\n\n", outcome(&state));
-    if let Some(e) = &state.error {
-        let _ = writeln!(out, "nothing ran:\n{e}\n");
+    let mut out = match &state.error {
+        Some(e) if nothing_ran(&state) => {
+            format!("run {id} of `{pipeline}`: {}: nothing ran, its preflight stopped it:\n{e}\n", state.status)
+        }
+        Some(e) => format!("run {id} of `{pipeline}`: {}: its preflight stopped it:\n{e}\n", state.status),
+        None => format!("run {id} of `{pipeline}`: {}\n", outcome(&state)),
+    };
+    if state.nodes.is_empty() {
+        return Ok(out);
     }
     let width = state.nodes.keys().map(|k| k.chars().count()).max().unwrap_or(4).clamp(4, engine::graph::MAX_COLUMN);
-    let _ = writeln!(out, "{:width$}  {:10}  {:>9}  log", "step", "status", "duration");
-    for (node, n) in &state.nodes {
+    let _ = writeln!(out, "\n{:width$}  {:10}  {:>9}  log", "step", "status", "duration");
+    for (node, n) in in_plan_order(plan, &state) {
         let duration = n
             .duration_ms
             .map_or("-".to_string(), |ms| crate::report::format_duration(std::time::Duration::from_millis(ms)));
@@ -119,6 +148,23 @@ pub fn status(state_dir: &Path, pipeline: &str, run: Option<&str>) -> Result<Str
         }
     }
     Ok(out)
+}
+
+/// A run's nodes in the plan's order: a node the plan has at its place; a part spliced in at run time (an
+/// assembly's stacks) after its step's node, in the order they started; a node the plan no longer has (the file
+/// changed since) at the end.
+fn in_plan_order<'a>(plan: &Plan, state: &'a RunState) -> Vec<(&'a String, &'a engine::record::NodeState)> {
+    let position: HashMap<&str, usize> = plan.graph.node_indices().map(|n| (&*plan.graph[n].id, n.index())).collect();
+    let mut nodes: Vec<_> = state.nodes.iter().collect();
+    nodes.sort_by_cached_key(|(id, n)| {
+        let step = id.split('/').next().unwrap_or(id);
+        match (position.get(id.as_str()), position.get(step)) {
+            (Some(&at), _) => (at, 0, String::new()),
+            (None, Some(&at)) => (at, 1, n.started.clone().unwrap_or_default()),
+            (None, None) => (usize::MAX, 1, n.started.clone().unwrap_or_default()),
+        }
+    });
+    nodes
 }
 
 /// What `--resume` finds.
@@ -192,7 +238,8 @@ fn reuse(plan: &Plan, state: &RunState, changed: &[String]) -> HashMap<String, R
         let upstream_reused =
             plan.graph.neighbors_directed(n, Direction::Incoming).all(|m| reused.contains_key(&*plan.graph[m].id));
         if done(&old.status) && !changed.iter().any(|c| c == step) && upstream_reused {
-            reused.insert(id.to_string(), Reused { outputs: old.outputs.clone(), workspace: old.workspace.clone() });
+            let (outputs, workspace) = (old.outputs.clone(), old.workspace.clone());
+            reused.insert(id.to_string(), Reused { outputs, workspace, from: None });
         }
     }
     reused
@@ -233,4 +280,36 @@ pub fn approve(plan: &Plan, state_dir: &Path, step: &str, run: Option<&str>, rej
     let answer = if reject { "rejected" } else { "approved" };
     write_atomic(&file, answer.as_bytes()).map_err(|e| format!("error: cannot write {}: {e}\n", file.display()))?;
     Ok(format!("{answer} `{step}` of run {id}\n"))
+}
+
+/// For `runner run --only`: each of `nodes` as its latest run of the pipeline left it done, with the step's
+/// definition unchanged since; `Err` names those no run did (they must run first).
+pub fn latest_successes(plan: &Plan, state_dir: &Path, nodes: &[&str]) -> Result<HashMap<String, Reused>, Vec<String>> {
+    let pipeline = &plan.pipeline.loaded.pipeline;
+    let now = step_hashes(pipeline);
+    let mut found: HashMap<String, Reused> = HashMap::new();
+    for (run_id, dir) in runs_of(state_dir, &pipeline.name).into_iter().rev() {
+        if found.len() == nodes.len() {
+            break;
+        }
+        let Ok(state) = RunState::load(&dir) else { continue };
+        for &node in nodes {
+            if found.contains_key(node) {
+                continue;
+            }
+            let step = node.split('/').next().unwrap_or(node);
+            let Some(old) = state.nodes.get(node) else { continue };
+            if done(&old.status) && state.steps.get(step) == now.get(step) {
+                let from = Some(format!("in run {run_id}"));
+                let (outputs, workspace) = (old.outputs.clone(), old.workspace.clone());
+                found.insert(node.to_string(), Reused { outputs, workspace, from });
+            }
+        }
+    }
+    let missing: Vec<String> = nodes.iter().filter(|n| !found.contains_key(**n)).map(|n| n.to_string()).collect();
+    if missing.is_empty() {
+        Ok(found)
+    } else {
+        Err(missing)
+    }
 }

@@ -130,6 +130,10 @@ fn bootstrap_with_the_callers_credentials_refuses_an_account_they_do_not_act_in(
     let out = moto.env(Test::new()).args(&["bootstrap", "aws://111111111111/us-east-1", "--trust", DEPLOYMENT]).run();
     out.assert_code(1);
     out.assert_stderr_contains("the caller's credentials act in account 123456789012, not in account 111111111111");
+    // It speaks of bootstrap, and says what to do: act through a role.
+    out.assert_stderr_contains("bootstrap acts with the caller's credentials, which must act in account 111111111111");
+    out.assert_stderr_contains("pass --role ARN");
+    out.assert_stderr_not_contains("a Deploy or Publish cannot act in its account");
     let state = moto.boto(
         Some("111111111111"),
         r#"result["stacks"] = [s["StackName"] for s in client("cloudformation").describe_stacks()["Stacks"]]"#,

@@ -229,6 +229,50 @@ fn the_buildspec_uses_a_prebuilt_runner_and_a_failing_pipeline_fails_the_build_w
     assert!(junit.case("after").skipped.is_some());
 }
 
+#[test]
+fn the_buildspec_fetches_a_shipped_runner_from_runner_bin_url_instead_of_compiling_it() {
+    let spec = buildspec();
+    let src = codebuild_source();
+    let artifacts = tempfile::tempdir().unwrap();
+    let shipped = artifacts.path().join("runner");
+    std::fs::copy(runner_bin(), &shipped).unwrap();
+    std::fs::write(
+        src.path().join("pipelines/small.ron"),
+        r#"Pipeline(name: "small", steps: [
+    Step(id: "source", kind: Source(repository: "${env:NOT_SET_IN_CODEBUILD}")),
+    Step(id: "check", needs: ["source"], kind: Shell(commands: ["test -f buildspec.yml"])),
+])"#,
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut env = codebuild_env(&src);
+    env.push(("PIPELINE", "small".into()));
+    env.push(("RUNNER_BIN_URL", format!("file://{}", shipped.display())));
+    env.push(("HOME", home.path().display().to_string()));
+    // No cargo on PATH: a build that tried to compile runner would fail.
+    env.push(("PATH", "/usr/local/bin:/usr/bin:/bin".to_string()));
+    let out = run_buildspec(&spec, src.path(), &env, &["CARGO_HOME", "RUSTUP_HOME", "NOT_SET_IN_CODEBUILD"]);
+    out.assert_success();
+    out.assert_stdout_contains(&format!("using runner from file://{}", shipped.display()));
+    assert!(home.path().join(".local/bin/runner").exists(), "{}", out.dump());
+    let junit = report(&spec, src.path(), &out);
+    assert!(junit.case("check").failure.is_none(), "{junit:#?}");
+}
+
+#[test]
+fn the_buildspec_caches_cargos_downloads_and_the_build_it_compiles() {
+    let text = std::fs::read_to_string(repo_root().join("buildspec.yml")).unwrap();
+    let doc = &YamlLoader::load_from_str(&text).unwrap()[0];
+    let paths: Vec<&str> =
+        doc["cache"]["paths"].as_vec().expect("a cache section").iter().filter_map(Yaml::as_str).collect();
+    for kept in ["/root/.cargo/registry/**/*", "target/**/*"] {
+        assert!(paths.contains(&kept), "{kept} is cached: {paths:?}");
+    }
+    // The build goes where the cache keeps it.
+    let install = doc["phases"]["install"]["commands"][0].as_str().unwrap();
+    assert!(install.contains("CARGO_TARGET_DIR=\"$PWD/target\""), "{install}");
+}
+
 /// Runs `runner run pipeline.ron` in `dir` with its stderr on a pseudo-terminal (so that it could draw progress
 /// bars) and `CI` unset; returns its stdout.
 fn run_on_a_terminal(dir: &Path, codebuild: bool) -> String {

@@ -138,3 +138,121 @@ fn example_graph_matches_its_snapshot() {
 fn the_shipped_example_validates() {
     runner(&example(), &["validate", "pipeline.ron"]);
 }
+
+/// The shipped prod pipeline: a Deploy of three stacks (S3 after the VPC) into account 333333333333.
+fn prod() -> String {
+    std::fs::read_to_string(repo_root().join("pipelines/prod.ron")).expect("the shipped prod pipeline")
+}
+
+fn graph_of(text: &str, format: &str) -> Output {
+    let out =
+        Test::new().pipeline(text).env("DATALAKE_REPO", ".").args(&["graph", "pipeline.ron", "--format", format]).run();
+    out.assert_code(0);
+    out
+}
+
+/// A diamond with edges the others imply: `deploy` also names `build` and `source`, `test` also names `source`.
+const REDUNDANT: &str = r#"Pipeline(
+    name: "redundant",
+    steps: [
+        Step(id: "source", kind: Shell(commands: ["true"])),
+        Step(id: "build", needs: ["source"], kind: Shell(commands: ["true"])),
+        Step(id: "lint", needs: ["source"], kind: Shell(commands: ["true"])),
+        Step(id: "test", needs: ["build", "source"], kind: Shell(commands: ["true"])),
+        Step(id: "deploy", needs: ["test", "lint", "build", "source"], kind: Shell(commands: ["true"])),
+    ],
+)
+"#;
+
+#[test]
+fn dot_clusters_name_their_account_and_region_in_one_font() {
+    let out = graph_of(&prod(), "dot");
+    out.assert_stdout_contains(
+        "subgraph \"cluster_deploy-prod\" {\n    label=\"deploy-prod\\naws://333333333333/us-east-1\";",
+    );
+    // One font: the graph's (cluster labels), the nodes' and the edges'; no other named anywhere.
+    for element in ["graph", "node", "edge"] {
+        out.assert_stdout_contains(&format!("{element} [fontname=\"Helvetica\""));
+    }
+    assert_eq!(out.stdout.matches("fontname=").count(), 3, "{}", out.dump());
+    assert_snapshot("prod_graph_dot", &out.stdout);
+}
+
+#[test]
+fn edges_implied_by_others_are_left_out_as_tred_would() {
+    let dot = graph_of(REDUNDANT, "dot");
+    let edges: Vec<&str> = dot.stdout.lines().filter(|l| l.contains(" -> ")).map(str::trim).collect();
+    assert_eq!(
+        edges,
+        [
+            "\"source\" -> \"build\";",
+            "\"source\" -> \"lint\";",
+            "\"build\" -> \"test\";",
+            "\"lint\" -> \"deploy\";",
+            "\"test\" -> \"deploy\";"
+        ],
+        "{}",
+        dot.dump()
+    );
+    let mermaid = graph_of(REDUNDANT, "mermaid");
+    assert_eq!(mermaid.stdout.matches("-->").count(), 5, "{}", mermaid.dump());
+    // The prod pipeline: `synth` runs before DataLakeS3 through DataLakeVpc, which it needs.
+    let prod = graph_of(&prod(), "dot");
+    assert!(!prod.stdout.contains("\"synth\" -> \"deploy-prod/DataLakeS3\""), "{}", prod.dump());
+    assert!(prod.stdout.contains("\"synth\" -> \"deploy-prod/DataLakeVpc\""), "{}", prod.dump());
+    // Graphviz's own `tred` finds nothing more to remove.
+    let Ok(mut tred) = Command::new("tred").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()
+    else {
+        assert!(std::env::var_os("CI").is_none(), "`tred` (graphviz) is missing; run scripts/install-test-deps");
+        return;
+    };
+    tred.stdin.take().unwrap().write_all(dot.stdout.as_bytes()).unwrap();
+    let reduced = tred.wait_with_output().unwrap();
+    let count = String::from_utf8_lossy(&reduced.stdout).matches("->").count();
+    assert_eq!(count, 5, "tred:\n{}", String::from_utf8_lossy(&reduced.stdout));
+}
+
+#[test]
+fn mermaid_groups_a_stages_stacks_in_a_subgraph_like_dot() {
+    let out = graph_of(&prod(), "mermaid");
+    let subgraph: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("subgraph"))
+        .take_while(|l| l.trim() != "end")
+        .collect();
+    assert!(
+        subgraph.first().is_some_and(|l| l.contains("deploy-prod<br/>aws://333333333333/us-east-1")),
+        "{}",
+        out.dump()
+    );
+    for stack in ["DataLakeVpc", "DataLakeS3", "DataLakeDynamoDb"] {
+        assert!(subgraph.iter().any(|l| l.contains(stack)), "{stack} in the subgraph\n{}", out.dump());
+    }
+    assert!(!subgraph.iter().any(|l| l.contains("synth") || l.contains("smoke-test")), "{}", out.dump());
+    assert_snapshot("prod_graph_mermaid", &out.stdout);
+}
+
+#[test]
+fn the_text_graph_is_a_tree_of_what_runs_after_what() {
+    let out = graph_of(REDUNDANT, "text");
+    // Each node one level under the node it runs after; `deploy`, after both `test` and `lint`, is shown in full
+    // under the first of them and again under the second.
+    let depth = |line: &str| line.chars().take_while(|c| !c.is_ascii_alphabetic()).count() / 4;
+    let lines: Vec<(usize, String)> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains('['))
+        .map(|l| (depth(l), l.split(['├', '└', '│', '─', ' ']).find(|w| !w.is_empty()).unwrap_or("").to_string()))
+        .collect();
+    let expected: Vec<(usize, String)> =
+        [(1, "source"), (2, "build"), (3, "test"), (4, "deploy"), (2, "lint"), (3, "deploy")]
+            .iter()
+            .map(|(d, n)| (*d, n.to_string()))
+            .collect();
+    assert_eq!(lines, expected, "{}", out.dump());
+    let prod = graph_of(&prod(), "text");
+    prod.assert_stdout_contains("deploy-prod/DataLakeVpc [Deploy, aws://333333333333/us-east-1]");
+    assert_snapshot("graph_text_redundant", &out.stdout);
+}

@@ -44,6 +44,11 @@ pub struct RunState {
     /// Why the run stopped before any step ran (a failed preflight), if it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// Time spent walking, summed over the run's walks (a resumed run's first attempt and its resumes), in
+    /// milliseconds: unlike `finished - started`, it leaves out the time between a stop and the resume. A walk
+    /// cut short by SIGKILL adds nothing.
+    #[serde(default)]
+    pub working_ms: u64,
 }
 
 impl RunState {
@@ -158,6 +163,8 @@ pub struct Recorder {
     journaled: usize,
     /// The first error met writing; the run goes on, the binary reports it at the end.
     pub error: Option<String>,
+    /// When the current walk started (for the run's working time).
+    walk_started: Option<std::time::SystemTime>,
 }
 
 /// Remove the staging directories (`.<run id>.<pid>.new`) that runners killed between making a run directory and
@@ -233,7 +240,15 @@ impl Recorder {
     /// Go on recording a run that was interrupted: its state (journal replayed) is kept, its nodes' entries
     /// updated.
     pub fn resume(run_dir: &Path, state: RunState) -> Self {
-        Recorder { dir: run_dir.to_path_buf(), state, logs: HashMap::new(), journal: None, journaled: 0, error: None }
+        Recorder {
+            dir: run_dir.to_path_buf(),
+            state,
+            logs: HashMap::new(),
+            journal: None,
+            journaled: 0,
+            error: None,
+            walk_started: None,
+        }
     }
 
     fn log_path(&self, node: &str) -> PathBuf {
@@ -258,6 +273,7 @@ impl Recorder {
                     self.state.run_id = run_id.clone();
                     self.state.started = time;
                 }
+                self.walk_started = Some(event.time);
                 self.state.error = None;
                 self.state.pipeline = pipeline.clone();
                 self.state.status = "running".into();
@@ -317,17 +333,26 @@ impl Recorder {
                 for (_, mut log) in self.logs.drain() {
                     log.flush()?;
                 }
+                self.walked_until(event.time);
                 self.state.finished = Some(time);
                 self.state.status = serde_json::to_value(status)?.as_str().unwrap_or("failed").to_string();
                 self.save()?;
             }
             EventKind::RunRestarting { reason, .. } => {
+                self.walked_until(event.time);
                 self.state.restarted = Some(reason.clone());
                 self.save()?;
             }
             EventKind::Progress { .. } | EventKind::ApprovalRequested { .. } => {}
         }
         Ok(())
+    }
+
+    /// The walk that started at the last `RunStarted` ended at `end`: its time counts as working time.
+    fn walked_until(&mut self, end: std::time::SystemTime) {
+        if let Some(start) = self.walk_started.take() {
+            self.state.working_ms += end.duration_since(start).unwrap_or_default().as_millis() as u64;
+        }
     }
 
     fn add_node(&mut self, id: &str) {

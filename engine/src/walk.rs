@@ -80,11 +80,13 @@ impl Force {
     }
 }
 
-/// A node done in an earlier attempt of this run.
+/// A node done in an earlier attempt of this run (or, for `runner run --only`, in an earlier run).
 #[derive(Debug, Clone, Default)]
 pub struct Reused {
     pub outputs: Outputs,
     pub workspace: Option<PathBuf>,
+    /// Where it was done, for its log: `None` says "in the interrupted run".
+    pub from: Option<String>,
 }
 
 /// How each node ended, and the run.
@@ -220,7 +222,10 @@ pub async fn walk(
     let reused: Vec<(usize, Reused)> =
         (0..w.nodes.len()).filter_map(|i| w.options.resumed.get(&*w.nodes[i].id).map(|r| (i, r.clone()))).collect();
     for (i, r) in reused {
-        let line = "done in the interrupted run: reused".to_string();
+        let line = match &r.from {
+            Some(from) => format!("done {from}: reused"),
+            None => "done in the interrupted run: reused".to_string(),
+        };
         w.emit(EventKind::Log { node: w.nodes[i].id.to_string(), stream: Stream::Runner, line }).await;
         let success = NodeSuccess {
             status: Some(Status::UpToDate),

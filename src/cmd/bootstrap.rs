@@ -36,7 +36,19 @@ pub fn main(args: BootstrapArgs, state_dir: &Path) -> Result<ExitCode, String> {
         b.trust.join(", "),
         b.role.as_deref().unwrap_or("the caller's credentials")
     );
-    let request = RunRequest::new(planned, file, state_dir.to_path_buf());
+    let mut request = RunRequest::new(planned, file, state_dir.to_path_buf());
+    request.preflight_remedy = Some(match &b.role {
+        None => format!(
+            "nothing ran: bootstrap acts with the caller's credentials, which must act in account {a}\n  hint: pass \
+             --role ARN, a role in account {a} these credentials may assume (in an AWS Organization, e.g. \
+             arn:aws:iam::{a}:role/OrganizationAccountAccessRole), or run with credentials of account {a}",
+            a = b.account
+        ),
+        Some(role) => format!(
+            "nothing ran: bootstrap cannot act in account {} through role {role} (fix the access above and run again)",
+            b.account
+        ),
+    });
     let end = super::run::execute(request, args.output, None)?;
     Ok(ExitCode::from(end.exit_code()))
 }

@@ -3,8 +3,10 @@
 
 pub mod approve;
 pub mod bootstrap;
+pub mod destroy;
 pub mod graph;
 pub mod history;
+pub mod init;
 pub mod plan;
 pub mod run;
 pub mod serve;

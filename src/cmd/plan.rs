@@ -16,10 +16,17 @@ pub fn main(
     sources: &SourceDirs,
     jobs: Option<usize>,
     diff: bool,
+    full: bool,
     state_dir: &Path,
 ) -> Result<ExitCode, String> {
     let planned = pipeline::load(file, &sources.source_dir)?;
-    print!("{}", engine::graph::waves(&planned.plan, pipeline::jobs_for(&planned.plan, jobs)));
+    let jobs = pipeline::jobs_for(&planned.plan, jobs);
+    let waves = if full {
+        engine::graph::waves_in_full(&planned.plan, jobs)
+    } else {
+        engine::graph::waves(&planned.plan, jobs)
+    };
+    print!("{waves}");
     if diff {
         return Ok(print_diffs(&planned, state_dir));
     }

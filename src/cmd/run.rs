@@ -18,7 +18,12 @@ pub fn main(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
     let purpose = if args.dry_run { Purpose::Inspect } else { Purpose::Run };
     let planned = runner::pipeline::load_for(&args.file, &args.sources.source_dir, purpose)?;
     if args.dry_run {
-        print!("{}", engine::graph::waves(&planned.plan, runner::pipeline::jobs_for(&planned.plan, args.jobs)));
+        let mut plan = planned.plan;
+        let targets = if args.only.is_empty() { &args.targets } else { &args.only };
+        if !targets.is_empty() {
+            plan = runner::pipeline::select(plan, targets)?.plan;
+        }
+        print!("{}", engine::graph::waves(&plan, runner::pipeline::jobs_for(&plan, args.jobs)));
         return Ok(ExitCode::SUCCESS);
     }
     let mut request = RunRequest::new(planned, args.file.clone(), state_dir.to_path_buf());
@@ -31,6 +36,8 @@ pub fn main(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
     request.approve = args.approve;
     request.local_only = args.local_only;
     request.wait_for_lock = args.wait;
+    request.exclusively = !args.only.is_empty();
+    request.targets = if args.only.is_empty() { args.targets } else { args.only };
     let end = execute(request, args.output, args.junit.as_deref())?;
     Ok(ExitCode::from(end.exit_code()))
 }
@@ -83,9 +90,7 @@ async fn forward_signals(stop: watch::Sender<Option<StopReason>>) {
         }
         count += 1;
         let reason = if count == 1 { StopReason::Interrupt } else { StopReason::Kill };
-        if count == 1 {
-            eprintln!("\ninterrupted: stopping running steps (again to kill them now)");
-        }
+        // The run API says so through the reporters (a terminal's bars must make way for it first).
         stop.send_replace(Some(reason));
     }
 }

@@ -32,7 +32,7 @@ impl<W: Write + Send> Reporter for JsonReporter<W> {
         eprintln!("{text}");
     }
 
-    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
-        print_not_started(errors);
+    fn not_started(&mut self, summary: &Summary, errors: &[String]) {
+        print_not_started(summary, errors);
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use engine::event::{Event, EventKind, RunStatus, Status};
+use engine::event::{Event, EventKind, RunStatus, Status, Stream};
 
 pub use json::JsonReporter;
 pub use junit::JunitReporter;
@@ -32,12 +32,17 @@ pub trait Reporter: Send {
     fn not_started(&mut self, _summary: &Summary, _errors: &[String]) {}
 }
 
-/// What a reporter for people prints when a run stops at its preflight (stderr).
-pub fn print_not_started(errors: &[String]) {
+/// What a reporter for people prints when a run stops at its preflight (stderr): the errors, then what to do.
+pub fn print_not_started(summary: &Summary, errors: &[String]) {
     for e in errors {
         eprintln!("error: preflight: {e}");
     }
-    eprintln!("nothing ran: a Deploy or Publish cannot act in its account (fix the access above and run again)");
+    match &summary.remedy {
+        Some(remedy) => eprintln!("{remedy}"),
+        None => {
+            eprintln!("nothing ran: a Deploy or Publish cannot act in its account (fix the access above and run again)")
+        }
+    }
 }
 
 /// What the summary table shows, gathered from events.
@@ -56,6 +61,10 @@ pub struct Summary {
     pub restarted: Option<String>,
     /// Why the run stopped before any step ran (a failed preflight).
     pub not_started: Option<String>,
+    /// What to do about a failed preflight, when there is more to say than the generic line.
+    pub remedy: Option<String>,
+    /// The last line each running node printed (stdout or stderr).
+    last_lines: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +73,12 @@ pub struct Row {
     pub status: Option<Status>,
     pub duration: Duration,
     pub error: Option<String>,
+    /// What a succeeded node had to say, when short: its last line of output, else its outputs (`KEY=VALUE`).
+    pub result: Option<String>,
 }
+
+/// A node's last line or outputs go in the summary up to this many characters (longer ones stay in its log).
+const RESULT_WIDTH: usize = 100;
 
 impl Summary {
     pub fn new(run_dir: String) -> Self {
@@ -84,12 +98,17 @@ impl Summary {
                 }
             }
             EventKind::NodesAdded { nodes, .. } => nodes.iter().for_each(|n| self.add(&n.id)),
-            EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
+            EventKind::Log { node, stream: Stream::Stdout | Stream::Stderr, line } if !line.trim().is_empty() => {
+                self.last_lines.insert(node.clone(), line.clone());
+            }
+            EventKind::NodeFinished { node, status, duration_ms, error, outputs, .. } => {
+                let last = self.last_lines.remove(node);
                 if let Some(&i) = self.index.get(node) {
                     let row = &mut self.rows[i];
                     row.status = Some(*status);
                     row.duration = *duration_ms;
                     row.error = error.clone();
+                    row.result = (*status == Status::Succeeded).then(|| result(last, outputs)).flatten();
                 }
             }
             EventKind::RunRestarting { reason, .. } => self.restarted = Some(reason.clone()),
@@ -113,7 +132,7 @@ impl Summary {
 
     fn add(&mut self, id: &str) {
         self.index.insert(id.to_string(), self.rows.len());
-        self.rows.push(Row { node: id.to_string(), status: None, duration: Duration::ZERO, error: None });
+        self.rows.push(Row { node: id.to_string(), status: None, duration: Duration::ZERO, error: None, result: None });
     }
 
     /// The table, the critical path and the counts.
@@ -128,8 +147,9 @@ impl Summary {
                 Some(Status::Skipped) | None => "-".to_string(),
                 _ => format_duration(r.duration),
             };
-            let note = match (&r.error, r.status) {
-                (Some(e), Some(Status::Failed)) => format!("  {}", first_line(e)),
+            let note = match (&r.error, r.status, &r.result) {
+                (Some(e), Some(Status::Failed), _) => format!("  {}", first_line(e)),
+                (_, _, Some(result)) => format!("  {result}"),
                 _ => String::new(),
             };
             let _ = writeln!(out, "{:width$}  {status:10}  {duration:>9}{note}", r.node);
@@ -165,6 +185,17 @@ impl Summary {
         let _ = writeln!(out, "run {} {verdict}: {}; logs in {}", self.run_id, counts.join(", "), self.run_dir);
         out
     }
+}
+
+/// What the summary shows of a succeeded node: its last line of output when short, else its outputs when short.
+fn result(last_line: Option<String>, outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let short = |s: &str| s.chars().count() <= RESULT_WIDTH;
+    if let Some(line) = last_line.map(|l| l.trim().to_string()).filter(|l| short(l)) {
+        return Some(line);
+    }
+    let outputs: Vec<String> = outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let outputs = outputs.join(" ");
+    (!outputs.is_empty() && short(&outputs)).then_some(outputs)
 }
 
 /// A chain of nodes as `a -> b -> c`; a long one keeps its first and last five and says how many it leaves out

@@ -1,18 +1,53 @@
-//! Plain lines, one per event, timestamped and prefixed by the node id: for CI logs and CodeBuild.
+//! Plain lines, one per event, timestamped and prefixed by the node id: for CI logs and CodeBuild. Progress is
+//! throttled: a node's progress line at most every [`PROGRESS_EVERY`], and never the same one twice.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::time::{Duration, SystemTime};
 
 use engine::event::{Event, EventKind, Stream};
 
 use super::{finished_line, print_not_started, Reporter, Summary};
 
+/// A node's progress is printed at most this often: a clone reports every few kilobytes and a deploy every
+/// event, which would be thousands of lines in a CI log.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 pub struct PlainReporter<W: Write> {
     out: W,
+    /// Per running node: the last progress line printed and when (the event's time), and the latest one held back.
+    progress: HashMap<String, Progress>,
+}
+
+struct Progress {
+    printed_at: SystemTime,
+    printed: String,
+    held: Option<String>,
 }
 
 impl<W: Write> PlainReporter<W> {
     pub fn new(out: W) -> Self {
-        PlainReporter { out }
+        PlainReporter { out, progress: HashMap::new() }
+    }
+
+    /// Whether a progress line is worth printing: the node's first, or one that says something new at least
+    /// [`PROGRESS_EVERY`] after the last one printed. Never the same line twice in a row.
+    fn progress_due(&mut self, node: &str, time: SystemTime, text: &str) -> bool {
+        match self.progress.get_mut(node) {
+            Some(p) if p.printed == text => {
+                p.held = None;
+                false
+            }
+            Some(p) if time.duration_since(p.printed_at).unwrap_or_default() < PROGRESS_EVERY => {
+                p.held = Some(text.to_string());
+                false
+            }
+            _ => {
+                let p = Progress { printed_at: time, printed: text.to_string(), held: None };
+                self.progress.insert(node.to_string(), p);
+                true
+            }
+        }
     }
 }
 
@@ -36,10 +71,13 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
             EventKind::NodeStarted { node, .. } => format!("{time} [{node}] started"),
             EventKind::Log { node, stream: Stream::Stderr, line } => format!("{time} [{node}] ! {line}"),
             EventKind::Log { node, line, .. } => format!("{time} [{node}] {line}"),
-            EventKind::Progress { node, done, total, unit, message } => match total {
-                Some(t) => format!("{time} [{node}] {message} {}", super::amount(*done, Some(*t), unit)),
-                None => format!("{time} [{node}] {message} {}", super::amount(*done, None, unit)),
-            },
+            EventKind::Progress { node, done, total, unit, message } => {
+                let text = format!("{message} {}", super::amount(*done, *total, unit));
+                if !self.progress_due(node, event.time, &text) {
+                    return;
+                }
+                format!("{time} [{node}] {text}")
+            }
             EventKind::NodeRetrying { node, attempt, delay_ms, reason } => {
                 format!("{time} [{node}] attempt {} failed: {reason}; attempt {attempt} in {delay_ms}ms", attempt - 1)
             }
@@ -51,6 +89,10 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
                 format!("{time} [{node}] waiting for approval: {message}")
             }
             EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
+                // Where the node's progress ended, if that was held back: the last word on it.
+                if let Some(held) = self.progress.remove(node).and_then(|p| p.held) {
+                    let _ = writeln!(self.out, "{time} [{node}] {held}");
+                }
                 format!("{time} [{node}] {}", finished_line(*status, *duration_ms, error.as_deref()))
             }
             EventKind::RunRestarting { node, reason } => {
@@ -71,8 +113,61 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
         eprintln!("{text}");
     }
 
-    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
+    fn not_started(&mut self, summary: &Summary, errors: &[String]) {
         let _ = self.out.flush();
-        print_not_started(errors);
+        print_not_started(summary, errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(at_ms: u64, done: u64) -> Event {
+        Event {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms),
+            kind: EventKind::Progress {
+                node: "source".into(),
+                done,
+                total: Some(100),
+                unit: "objects".into(),
+                message: "receiving".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn progress_lines_are_printed_at_most_every_few_seconds_and_never_twice() {
+        let mut out = Vec::new();
+        {
+            let mut r = PlainReporter::new(&mut out);
+            // 1,000 events in 12 s: the first, then one at 5 s and one at 10 s.
+            for k in 0..1000u64 {
+                r.event(&progress(k * 12, k / 10));
+            }
+            // Later but the same line as the last one printed: not again.
+            r.event(&progress(60_000, 50));
+            r.event(&progress(60_000, 50));
+            // Held back, then the node finishes: where it ended is printed before it.
+            r.event(&progress(61_000, 100));
+            r.event(&Event {
+                time: SystemTime::UNIX_EPOCH + Duration::from_millis(61_500),
+                kind: EventKind::NodeFinished {
+                    node: "source".into(),
+                    status: engine::event::Status::Succeeded,
+                    duration_ms: Duration::from_secs(61),
+                    outputs: Default::default(),
+                    error: None,
+                    workspace: None,
+                },
+            });
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(lines[0].ends_with("receiving 0/100 objects"), "{text}");
+        assert!(lines[3].ends_with("receiving 50/100 objects"), "{text}");
+        assert!(lines[4].ends_with("receiving 100/100 objects"), "{text}");
+        assert!(lines[5].contains("[source] succeeded"), "{text}");
     }
 }

@@ -27,18 +27,32 @@ impl TtyReporter {
     pub fn new(approvals: ApprovalDesk) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let overall = multi.add(ProgressBar::new(0));
+        // The run's clock in the same form as each step's (`42s`, `3m`), ticking on its own: redrawn only when a
+        // node finished, it stood at zero while the steps' clocks ran.
         overall.set_style(
-            ProgressStyle::with_template("{elapsed_precise:.dim} [{bar:30.cyan/blue}] {pos}/{len} nodes {msg}")
+            ProgressStyle::with_template("{elapsed:>4.dim} [{bar:30.cyan/blue}] {pos}/{len} nodes {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        let style = ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {elapsed:.dim} {wide_msg}")
+        overall.enable_steady_tick(Duration::from_millis(500));
+        let style = ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {elapsed:>4.dim} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         TtyReporter { approvals, nodes: Vec::new(), multi, overall, bars: HashMap::new(), tails: HashMap::new(), style }
     }
 
     fn println(&self, line: String) {
         let _ = self.multi.println(line);
+    }
+
+    /// Take every bar off the screen (an interrupted run's included: nodes cancelled before they finished leave
+    /// theirs), so that nothing of the last frame stays above the summary.
+    fn clear(&mut self) {
+        for (_, bar) in self.bars.drain() {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        self.overall.finish_and_clear();
+        let _ = self.multi.clear();
     }
 }
 
@@ -142,7 +156,7 @@ impl Reporter for TtyReporter {
     }
 
     fn finish(&mut self, summary: &Summary) {
-        let _ = self.multi.clear();
+        self.clear();
         print!("{}", summary.render());
     }
 
@@ -150,8 +164,8 @@ impl Reporter for TtyReporter {
         self.multi.suspend(|| eprintln!("{text}"));
     }
 
-    fn not_started(&mut self, _summary: &Summary, errors: &[String]) {
-        let _ = self.multi.clear();
-        print_not_started(errors);
+    fn not_started(&mut self, summary: &Summary, errors: &[String]) {
+        self.clear();
+        print_not_started(summary, errors);
     }
 }

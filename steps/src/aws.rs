@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_sdk_sts::error::ProvideErrorMetadata;
@@ -156,6 +158,16 @@ impl Sessions {
         self.base(region, endpoint).await
     }
 
+    /// Whether the standard chain has credentials at all: checked once before the accounts are, so that a machine
+    /// without any hears it once (what is missing, where runner looked), not once per account and role.
+    pub async fn check_credentials(&self, endpoint: Option<&str>) -> Result<(), AccessError> {
+        let config = self.base(None, endpoint).await;
+        let Some(provider) = config.credentials_provider() else {
+            return Err(AccessError(no_credentials()));
+        };
+        provider.provide_credentials().await.map(|_| ()).map_err(|e| AccessError(describe_credentials_error(&e)))
+    }
+
     /// A session acting in `target.account`, checked with GetCallerIdentity; cached until its credentials near
     /// their expiry.
     pub async fn get(&self, target: &Target) -> Result<Session, AccessError> {
@@ -254,16 +266,76 @@ where
                 }
             }
         }
-        SdkError::DispatchFailure(d) if d.is_user() || chain(e).contains("no credentials found") => {
-            "no AWS credentials found (tried environment variables, profiles incl. SSO, web identity, container \
-             credentials and instance metadata)"
-                .to_string()
+        SdkError::DispatchFailure(_) if credentials_error(e).is_some() => {
+            credentials_error(e).map(describe_credentials_error).unwrap_or_default()
         }
+        SdkError::DispatchFailure(d) if d.is_user() || chain(e).contains("no credentials found") => no_credentials(),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             format!("the AWS endpoint cannot be reached: {}", chain(e))
         }
         _ => chain(e),
     }
+}
+
+/// The credentials error somewhere in an error's chain: the standard chain found none, or failed to load them.
+fn credentials_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(c) = err.downcast_ref::<CredentialsError>() {
+            return Some(c);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// A credentials error for people: what is missing and where runner looked, without the SDK's internals (which
+/// provider of the chain gave up last, and how, says nothing to someone who meant to set up another one).
+pub fn describe_credentials_error(e: &CredentialsError) -> String {
+    match e {
+        CredentialsError::InvalidConfiguration(_) => {
+            let why = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+            format!("the AWS credentials are not configured correctly: {why}")
+        }
+        _ => no_credentials(),
+    }
+}
+
+/// "no AWS credentials": each place of the standard chain runner looked in, as this machine has it.
+fn no_credentials() -> String {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let unset = |name: &str| if var(name).is_some() { format!("{name} is set") } else { format!("{name} is not set") };
+    let home = var("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+    let file = |env: &str, default: &str| {
+        var(env).map(std::path::PathBuf::from).unwrap_or_else(|| home.join(".aws").join(default))
+    };
+    let (credentials, config) = (file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), file("AWS_CONFIG_FILE", "config"));
+    let exists = |p: &std::path::Path| if p.exists() { "" } else { " (no such file)" };
+    let profile = var("AWS_PROFILE").map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into());
+    let imds = if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        "the EC2 instance metadata service (disabled by AWS_EC2_METADATA_DISABLED)"
+    } else {
+        "the EC2 instance metadata service (no credentials there: not on EC2, or no instance role)"
+    };
+    let container = if var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some() {
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is set".to_string()
+    } else {
+        unset("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    };
+    format!(
+        "no AWS credentials found; runner looked at\n  - the environment: {}, {}\n  - profile `{profile}` in {}{} \
+         and {}{} (AWS_PROFILE selects another; SSO profiles need `aws sso login` first)\n  - web identity: {}\n  - \
+         container credentials (ECS, CodeBuild): {container}\n  - {imds}\n  hint: export AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or AWS_PROFILE; against the local \
+         emulator, `eval \"$(scripts/moto start)\"` exports throwaway ones",
+        unset("AWS_ACCESS_KEY_ID"),
+        unset("AWS_SECRET_ACCESS_KEY"),
+        credentials.display(),
+        exists(&credentials),
+        config.display(),
+        exists(&config),
+        unset("AWS_WEB_IDENTITY_TOKEN_FILE"),
+    )
 }
 
 /// An error's messages and its sources', without repeats: `dispatch failure: io error: Connection refused`.

@@ -157,12 +157,13 @@ pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
     let stacks = stacks(spec);
     match part.and_then(|p| stacks.iter().find(|s| s.name == p)) {
         Some(stack) => {
+            // Whether the stack exists is only known when it runs (or with `plan --diff`): say both ways.
             let how = match spec.method {
-                DeployMethod::ChangeSet => "change set",
-                DeployMethod::Direct => "direct update",
+                DeployMethod::ChangeSet => "created with CreateStack if new, else updated by change set",
+                DeployMethod::Direct => "created with CreateStack if new, else updated with UpdateStack",
             };
             let role = role_arn(spec).map_or("the caller's credentials".to_string(), |r| format!("role {r}"));
-            format!("deploy stack {} ({}) to {to} by {how}, as {role}", stack.name, stack.template)
+            format!("deploy stack {} ({}) to {to}: {how}, as {role}", stack.name, stack.template)
         }
         None => format!("deploy {} stacks to {to}", stacks.len()),
     }

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod bootstrap;
 pub mod codebuild;
 pub mod deploy;
+pub mod destroy;
 pub mod docker;
 pub mod process;
 pub mod publish;

@@ -1,0 +1,117 @@
+//! A new user's setup, as README tells it: what each install script installs, the emulator sequence README
+//! documents run as written, and the build profiles (a small release binary to ship, symbols only for benches).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn listed(script: &str) -> Vec<String> {
+    let out = Command::new(repo_root().join("scripts").join(script)).arg("--list").output().expect("run the script");
+    assert!(out.status.success(), "{script} --list: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(repo_root().join("README.md")).unwrap()
+}
+
+#[test]
+fn the_demo_installs_only_what_the_demo_needs_and_readme_says_what_each_script_installs() {
+    let demo = listed("install-demo-deps");
+    let test = listed("install-test-deps");
+    for server in ["openssh-server", "graphviz"] {
+        assert!(!demo.iter().any(|p| p == server), "the demo does not install {server}: {demo:?}");
+        assert!(test.iter().any(|p| p == server), "the tests do: {test:?}");
+    }
+    assert!(demo.iter().all(|p| test.contains(p)), "the tests need what the demo needs");
+    let script = std::fs::read_to_string(repo_root().join("scripts/demo")).unwrap();
+    assert!(script.contains("scripts/install-demo-deps"), "scripts/demo installs with install-demo-deps");
+    assert!(!script.contains("install-test-deps"), "scripts/demo does not run the test installer");
+    assert!(!script.contains("--quiet"), "scripts/demo shows cargo's progress");
+    // README's table: each script's row names what it adds.
+    let readme = readme();
+    let row = |script: &str| {
+        readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `scripts/{script}`")))
+            .unwrap_or_else(|| panic!("README has no row for scripts/{script}"))
+            .to_string()
+    };
+    let build = listed("install-build-deps");
+    for p in build.iter().filter(|p| *p != "git") {
+        assert!(row("install-build-deps").contains(p.as_str()), "README: install-build-deps installs {p}");
+    }
+    for p in demo.iter().filter(|p| !build.contains(p) && *p != "python3") {
+        assert!(row("install-demo-deps").contains(p.as_str()), "README: install-demo-deps installs {p}");
+    }
+    for p in test.iter().filter(|p| !demo.contains(p)) {
+        assert!(row("install-test-deps").contains(p.as_str()), "README: install-test-deps installs {p}");
+    }
+}
+
+/// The virtualenv `scripts/moto` should use: the one the tests' emulator comes from.
+fn venv() -> PathBuf {
+    match std::env::var_os("RUNNER_MOTO_PYTHON") {
+        Some(python) => PathBuf::from(python).parent().and_then(Path::parent).unwrap().to_path_buf(),
+        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/runner-venv"),
+    }
+}
+
+#[test]
+fn the_documented_emulator_sequence_works_as_written() {
+    let readme = readme();
+    let block: String = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(code, _)| code))
+        .find(|code| code.contains("eval \"$(scripts/moto start)\""))
+        .expect("README shows how to point commands at the emulator")
+        .to_string();
+    // A copy of what the sequence reads: the pipelines, their templates, and scripts/moto.
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("pipelines"), &work.path().join("pipelines"));
+    std::fs::create_dir_all(work.path().join("scripts")).unwrap();
+    std::fs::copy(repo_root().join("scripts/moto"), work.path().join("scripts/moto")).unwrap();
+    let bin_dir = Path::new(runner_bin()).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut sh = Command::new("bash");
+    sh.arg("-euc")
+        .arg(format!("trap 'scripts/moto stop' EXIT\n{block}"))
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(out_dir.path().join("out")).unwrap())
+        .stderr(std::fs::File::create(out_dir.path().join("err")).unwrap())
+        .env("PATH", path)
+        .env("RUNNER_VENV", venv())
+        .env("MOTO_STATE_DIR", work.path().join(".moto"))
+        .env("CI", "1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"] {
+        sh.env_remove(var);
+    }
+    sh.env_remove("AWS_DEFAULT_REGION").env_remove("AWS_ENDPOINT_URL").env_remove("RUST_LOG");
+    let status = sh.status().unwrap();
+    let out = std::fs::read_to_string(out_dir.path().join("out")).unwrap();
+    let err = std::fs::read_to_string(out_dir.path().join("err")).unwrap();
+    assert!(status.success(), "README's sequence failed ({status}):\n{block}\n--- stdout\n{out}\n--- stderr\n{err}");
+    assert!(out.contains("deploy-prod/DataLakeS3") && out.contains("succeeded"), "{out}\n{err}");
+}
+
+#[test]
+fn the_release_build_ships_without_debug_info_and_only_benchmarks_keep_symbols() {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let section = |name: &str| -> String {
+        let start = manifest.find(&format!("[profile.{name}]")).unwrap_or_else(|| panic!("[profile.{name}]"));
+        manifest[start..].lines().skip(1).take_while(|l| !l.starts_with('[')).collect::<Vec<_>>().join("\n")
+    };
+    let release = section("release");
+    assert!(release.contains("debug = false") && release.contains("strip = true"), "{release}");
+    let bench = section("bench");
+    assert!(bench.contains("debug = 1") && bench.contains("strip = false"), "{bench}");
+}
