@@ -46,6 +46,8 @@ pub struct StackArtifact {
     pub parameters: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
     pub termination_protection: bool,
+    /// `notificationArns`: SNS topics of the stack's events (left out: a deployed stack keeps its own).
+    pub notification_arns: Option<Vec<String>>,
     pub requires_bootstrap_version: Option<u64>,
     pub bootstrap_version_parameter: Option<String>,
     /// Stack names of this stage it depends on.
@@ -363,6 +365,10 @@ fn read_stack(
         parameters: map("parameters"),
         tags: map("tags"),
         termination_protection: props.get("terminationProtection").and_then(Value::as_bool).unwrap_or(false),
+        notification_arns: props
+            .get("notificationArns")
+            .and_then(Value::as_array)
+            .map(|arns| arns.iter().filter_map(Value::as_str).map(resolve).collect()),
         requires_bootstrap_version: props.get("requiresBootstrapStackVersion").and_then(Value::as_u64),
         bootstrap_version_parameter: str_of(&props, "bootstrapStackVersionSsmParameter").map(str::to_string),
         depends_on,
