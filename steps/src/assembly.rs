@@ -485,15 +485,24 @@ fn read_asset_manifest(
                 role: str_of(d, "assumeRoleArn").map(resolve),
             })
         })?;
-        if !images.iter().any(|i| &i.hash == hash) {
-            images.push(ImageAssetEntry {
+        // The same image for several stacks (each asset manifest names it, with its own repositories): one asset,
+        // every destination kept.
+        match images.iter_mut().find(|i| &i.hash == hash) {
+            Some(existing) => {
+                for d in destinations {
+                    if !existing.destinations.contains(&d) {
+                        existing.destinations.push(d);
+                    }
+                }
+            }
+            None => images.push(ImageAssetEntry {
                 hash: hash.clone(),
                 display_name: display,
                 directory: base.join(dir),
                 dockerfile: str_of(&source, "dockerFile").map(str::to_string),
                 destinations,
                 part: String::new(),
-            });
+            }),
         }
     }
     Ok(())
