@@ -519,8 +519,10 @@ impl StackRequest {
                 set.iter().cloned().collect::<Vec<_>>().join(", ")
             }
         };
+        // Capabilities only acknowledge what a template needs; they are compared with what the stack reports it
+        // was deployed with, when it reports any (moto reports none ever).
         let capabilities: BTreeSet<String> = deployed.capabilities().iter().map(|c| c.as_str().to_string()).collect();
-        if capabilities != self.capabilities {
+        if !capabilities.is_empty() && capabilities != self.capabilities {
             lines.push(format!("~ Capabilities: {} -> {}", list(&capabilities), list(&self.capabilities)));
         }
         if let Some(arns) = &self.notification_arns {
@@ -739,8 +741,16 @@ impl DeployStep {
         }
         let Some(name) = ctx.part.as_deref() else {
             let parts = assembly_parts(&self.spec, &stage).map_err(StepError::invalid)?;
+            let nested = if stage.nested.is_empty() {
+                String::new()
+            } else {
+                format!(", with those of its nested stages {}", stage.nested.join(", "))
+            };
             ctx.events
-                .log(Stream::Runner, format!("stage {} of {} has {} stacks", stage.name, root.display(), parts.len()))
+                .log(
+                    Stream::Runner,
+                    format!("stage {} of {} has {} stacks{nested}", stage.name, root.display(), parts.len()),
+                )
                 .await;
             return Ok(NodeSuccess { expansion: parts, ..Default::default() });
         };
@@ -1000,6 +1010,14 @@ impl StackDeployment<'_> {
     /// through a change set.
     async fn matches_deployed(&self, stack: &Stack, request: &StackRequest) -> Result<bool, StepError> {
         if !settled(stack) {
+            return Ok(false);
+        }
+        if request.template.value.get("Transform").is_some() {
+            self.log(format!(
+                "stack {}: its template has a Transform, whose output cannot be compared without CloudFormation",
+                self.name()
+            ))
+            .await;
             return Ok(false);
         }
         let differences = request.differences(stack);
@@ -1493,6 +1511,73 @@ async fn pause(stop: &StopSignal, delay: Duration) -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_is_compared_whole_with_the_deployed_stack() {
+        use aws_sdk_cloudformation::types::{Capability, Parameter as P, Tag as T};
+        let spec = DeploySpec {
+            account: "111111111111".into(),
+            region: "us-east-1".into(),
+            role: DeployRole::Bootstrap,
+            qualifier: None,
+            external_id: None,
+            execution_role: None,
+            assets_bucket: None,
+            method: DeployMethod::ChangeSet,
+            previous_parameters: true,
+            stacks: Stacks::Listed(vec![]),
+        };
+        let body = "Parameters:\n  Env:\n    Type: String\n    Default: dev\n  Key:\n    Type: String\n    NoEcho: true\nResources: {}\n";
+        let deployed = Stack::builder()
+            .stack_name("S")
+            .creation_time(aws_smithy_types::DateTime::from_secs(0))
+            .stack_status(StackStatus::UpdateComplete)
+            .parameters(P::builder().parameter_key("Env").parameter_value("staging").build())
+            .parameters(P::builder().parameter_key("Key").parameter_value("****").build())
+            .tags(T::builder().key("team").value("data").build())
+            .capabilities(Capability::CapabilityIam)
+            .enable_termination_protection(false)
+            .build();
+        let stack = StackSpec { name: "S".into(), template: "s.yaml".into(), ..Default::default() };
+        // Nothing given: Env and Key keep their values; the tag is removed, the capability dropped.
+        let request = StackRequest::new(&spec, &stack, body.into(), Some(&deployed)).unwrap();
+        assert_eq!(request.parameters["Env"], ParameterValue::Previous("staging".into()));
+        assert_eq!(request.differences(&deployed), ["- Tag team", "~ Capabilities: CAPABILITY_IAM -> none"]);
+        // Given: a NoEcho value cannot be compared; termination protection and a role count.
+        let stack = StackSpec {
+            parameters: [("Key".to_string(), "k".to_string())].into(),
+            tags: [("team".to_string(), "data".to_string())].into(),
+            capabilities: vec!["CAPABILITY_IAM".into()],
+            termination_protection: true,
+            ..stack
+        };
+        let spec = DeploySpec { execution_role: Some("arn:aws:iam::111111111111:role/x".into()), ..spec };
+        let request = StackRequest::new(&spec, &stack, body.into(), Some(&deployed)).unwrap();
+        assert_eq!(
+            request.differences(&deployed),
+            [
+                "? Parameter Key: NoEcho, its deployed value cannot be compared",
+                "~ Execution role: none -> arn:aws:iam::111111111111:role/x",
+                "~ Termination protection: off -> on"
+            ]
+        );
+        // A new stack: a parameter with no Default must be given.
+        let e =
+            StackRequest::new(&spec, &StackSpec { parameters: Default::default(), ..stack.clone() }, body.into(), None)
+                .unwrap_err();
+        assert!(e.contains("parameter `Key`") && e.contains("the stack is new"), "{e}");
+        let e = StackRequest::new(
+            &spec,
+            &StackSpec { parameters: [("Nope".to_string(), "1".to_string())].into(), ..stack },
+            body.into(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("parameter `Nope` is given, but template s.yaml does not declare it (it declares Env, Key)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn only_change_sets_runner_made_and_left_behind_are_orphans() {
