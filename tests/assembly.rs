@@ -415,3 +415,14 @@ fn a_nested_stage_is_deployed_with_its_outer_stage_in_dependency_order_and_addre
     plan.assert_code(2);
     plan.assert_stderr_contains("its stages are Platform, Platform/Services (did you mean `Platform/Services`?)");
 }
+
+#[test]
+fn a_stage_named_from_the_environment_is_planned_from_its_value() {
+    let pipeline = PIPELINE.replace("stage: \"Dev\"", "stage: \"${env:STAGE}\"");
+    let test = Test::new().pipeline(&pipeline).env("STAGE", "Dev").args(&["plan", "pipeline.ron"]);
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("deploy-dev/Dev-VpcStack");
+    out.assert_stdout_contains("publish-dev/AuditWriterFunction-Code");
+}

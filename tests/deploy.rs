@@ -640,3 +640,51 @@ result["names"] = sorted(c["ChangeSetName"] for c in cfn.list_change_sets(StackN
     kept.sort();
     assert_eq!(left["names"], serde_json::json!(kept), "{}", out.dump());
 }
+
+#[test]
+fn a_stack_name_from_the_environment_is_substituted_when_planning_and_deploys() {
+    let moto = Moto::start();
+    let pipeline = r#"Pipeline(name: "branches", steps: [
+    Step(id: "deploy", kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Listed([
+        (name: "Base-${env:BRANCH_SLUG}", template: "queues.yaml"),
+        (name: "App-${env:BRANCH_SLUG}", template: "queues.yaml", depends_on: ["Base-${env:BRANCH_SLUG}"]),
+    ]))),
+])"#;
+    let test = own_pipeline(&moto, pipeline, &[("queues.yaml", TWO_QUEUES)]).env("BRANCH_SLUG", "feature-x");
+    let plan = test.run_with(&["plan", "pipeline.ron"]);
+    plan.assert_code(0);
+    plan.assert_stdout_contains("deploy/Base-feature-x");
+    plan.assert_stdout_contains("deploy/App-feature-x");
+    let out = test.run();
+    out.assert_code(0);
+    assert_eq!(out.statuses()["deploy/Base-feature-x"], "succeeded", "{}", out.dump());
+    assert_eq!(out.statuses()["deploy/App-feature-x"], "succeeded", "{}", out.dump());
+    let state = moto.boto(
+        Some("111111111111"),
+        r#"result["stacks"] = sorted(s["StackName"] for s in client("cloudformation").describe_stacks()["Stacks"])"#,
+    );
+    assert_eq!(state["stacks"], serde_json::json!(["App-feature-x", "Base-feature-x"]));
+
+    // A value CloudFormation would refuse is an error when planning, the value shown; so is an unset variable.
+    let bad = own_pipeline(&moto, pipeline, &[("queues.yaml", TWO_QUEUES)]).env("BRANCH_SLUG", "feature/x");
+    let plan = bad.run_with(&["plan", "pipeline.ron"]);
+    plan.assert_code(2);
+    plan.assert_stderr_contains(
+        "stack name `Base-feature/x` (from `Base-${env:BRANCH_SLUG}`) is not one CloudFormation accepts",
+    );
+    let unset = own_pipeline(&moto, pipeline, &[("queues.yaml", TWO_QUEUES)]).env_remove("BRANCH_SLUG");
+    let plan = unset.run_with(&["plan", "pipeline.ron"]);
+    plan.assert_code(2);
+    plan.assert_stderr_contains("stack name `Base-${env:BRANCH_SLUG}`: environment variable `BRANCH_SLUG` is not set");
+    // A step output cannot name a stack: it is known only when the step runs.
+    let outputs = Test::new()
+        .pipeline(&pipeline.replace("${env:BRANCH_SLUG}", "${steps.build.outputs.SLUG}").replace(
+            r#"Step(id: "deploy", kind"#,
+            r#"Step(id: "build", kind: Shell(commands: ["true"])),
+    Step(id: "deploy", needs: ["build"], kind"#,
+        ))
+        .args(&["validate", "pipeline.ron"])
+        .run();
+    outputs.assert_code(2);
+    outputs.assert_stderr_contains("uses a step output: a stack name is its node's id, known when planning");
+}

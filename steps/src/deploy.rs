@@ -85,10 +85,18 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
     let mut seen = HashSet::new();
     for (i, stack) in list.iter().enumerate() {
         let at = |field: &str| format!("stacks[{i}].{field}");
-        let valid = stack.name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && stack.name.len() <= 128
-            && stack.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !valid && !templated(&stack.name) {
+        let valid = valid_stack_name(&stack.name);
+        let outputs = |s: &str| s.contains("${steps.");
+        if outputs(&stack.name) || stack.depends_on.iter().any(|d| outputs(d)) {
+            problems.push((
+                at("name"),
+                format!(
+                    "stack name `{}` uses a step output: a stack name is its node's id, known when planning; use \
+                     `${{env:...}}` (substituted when planning) instead",
+                    elide(&stack.name, MAX_QUOTED)
+                ),
+            ));
+        } else if !valid && !templated(&stack.name) {
             let message = match engine::validate::too_long("stack name", &stack.name) {
                 Some(too_long) => too_long,
                 None => format!(
@@ -189,12 +197,57 @@ pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
     }
 }
 
-/// One node per stack, ordered by `depends_on`. An assembly's stacks: known now when the assembly is in the
-/// step's workspace and nothing upstream can change it before the step runs (`workspace` says where, or `None`),
-/// else when the node runs (after the step that synthesizes it).
-pub fn expand(spec: &DeploySpec, workspace: impl FnOnce() -> Option<std::path::PathBuf>) -> Result<Expansion, String> {
+/// Whether a stack name is one CloudFormation accepts: a letter, then letters, digits and `-`, at most 128
+/// characters (<https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_CreateStack.html>).
+pub fn valid_stack_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// The spec with each `${env:...}` substituted where `env` has every variable a field names and the field needs
+/// no step output; other fields are left as written (they are substituted when the node runs).
+pub fn with_env_known(spec: &DeploySpec, env: &dyn Fn(&str) -> Option<String>) -> DeploySpec {
+    let Ok(mut value) = serde_json::to_value(spec) else { return spec.clone() };
+    let lookup = EnvFn(env);
+    subst::for_each_string(&mut value, &mut |s| {
+        if s.contains("${") {
+            let mut missing = Vec::new();
+            let rendered = subst::render(s, &lookup, &mut missing);
+            if missing.is_empty() {
+                *s = rendered;
+            }
+        }
+    });
+    serde_json::from_value(value).unwrap_or_else(|_| spec.clone())
+}
+
+/// Substitution from a lookup function, environment only.
+struct EnvFn<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl subst::Lookup for EnvFn<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+    fn output(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// One node per stack, ordered by `depends_on`. Stack names are node ids: their `${env:...}` are substituted
+/// now, from `env`, and the result must be a name CloudFormation accepts (else an error showing it). An
+/// assembly's stacks: known now when the assembly is in the step's workspace and nothing upstream can change it
+/// before the step runs (`workspace` says where, or `None`), else when the node runs (after the step that
+/// synthesizes it).
+pub fn expand(
+    spec: &DeploySpec,
+    workspace: impl FnOnce() -> Option<std::path::PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Expansion, String> {
+    let written = spec;
+    let spec = &with_env_known(spec, env);
     if let Stacks::Assembly { dir, stage } = &spec.stacks {
-        if spec.account.contains("${") {
+        if spec.account.contains("${") || spec.region.contains("${") || stage.contains("${") {
             return Ok(Expansion::AtRunTime);
         }
         let Some(root) = assembly::at_plan_time(dir, workspace) else {
@@ -203,16 +256,32 @@ pub fn expand(spec: &DeploySpec, workspace: impl FnOnce() -> Option<std::path::P
         let stage = assembly::load_stage(&root, stage)?;
         return Ok(Expansion::Parts(assembly_parts(spec, &stage)?));
     }
-    Ok(Expansion::Parts(
-        stacks(spec)
-            .iter()
-            .map(|s| Part {
-                name: s.name.clone(),
-                needs: s.depends_on.clone(),
-                description: describe(spec, Some(&s.name)),
-            })
-            .collect(),
-    ))
+    let mut parts = Vec::new();
+    for (s, raw) in stacks(spec).iter().zip(stacks(written)) {
+        if s.name.contains("${") {
+            let mut missing = Vec::new();
+            subst::render(&raw.name, &EnvFn(env), &mut missing);
+            let why: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "stack name `{}`: {}; a stack name is its node's id, so it is substituted when planning",
+                raw.name,
+                why.join("; ")
+            ));
+        }
+        if !valid_stack_name(&s.name) {
+            return Err(format!(
+                "stack name `{}` (from `{}`) is not one CloudFormation accepts: it must start with a letter, use \
+                 only letters, digits and `-`, and have at most 128 characters",
+                s.name, raw.name
+            ));
+        }
+        parts.push(Part {
+            name: s.name.clone(),
+            needs: s.depends_on.clone(),
+            description: describe(spec, Some(&s.name)),
+        });
+    }
+    Ok(Expansion::Parts(parts))
 }
 
 /// The nodes of an assembly stage's stacks; every stack must be for this Deploy's account and region.
