@@ -317,3 +317,112 @@ fn plan_diff_previews_the_stacks_of_an_assembly_stage_and_leaves_nothing_behind(
     let state = state_of_dev(&moto);
     assert_eq!(state["stacks"], serde_json::json!({}), "previews leave no stack behind");
 }
+
+/// A stage `Platform` with a stack of its own and a nested stage `Platform/Services` (a Stage inside a Stage, as
+/// CDK writes it: a `cdk:cloud-assembly` artifact in Platform's manifest, its directory inside Platform's), whose
+/// Api stack depends on its Db stack. The nested stage also holds an artifact of a type runner does not know.
+fn nested_stage_assembly(test: Test) -> Test {
+    let queue = r#"{"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}"#;
+    let stack = |file: &str, name: &str, display: &str, deps: &str| {
+        format!(
+            r#""{file}": {{"type": "aws:cloudformation:stack", "environment": "aws://111111111111/us-east-1",
+                "properties": {{"templateFile": "{file}.template.json", "stackName": "{name}"}},
+                "dependencies": [{deps}], "displayName": "{display}"}}"#
+        )
+    };
+    test.write(
+        "cdk.out/manifest.json",
+        r#"{"version": "55.0.0", "artifacts": {"assembly-Platform": {"type": "cdk:cloud-assembly",
+            "properties": {"directoryName": "assembly-Platform", "displayName": "Platform"}}}}"#,
+    )
+    .write(
+        "cdk.out/assembly-Platform/manifest.json",
+        &format!(
+            r#"{{"version": "55.0.0", "artifacts": {{
+            {},
+            "assembly-Platform-Services": {{"type": "cdk:cloud-assembly",
+                "properties": {{"directoryName": "assembly-Platform-Services", "displayName": "Platform/Services"}}}}}}}}"#,
+            stack("PlatformBase", "Platform-Base", "Platform/Base", "")
+        ),
+    )
+    .write(
+        "cdk.out/assembly-Platform/assembly-Platform-Services/manifest.json",
+        &format!(
+            r#"{{"version": "55.0.0", "artifacts": {{
+            {},
+            {},
+            "Oddity": {{"type": "cdk:something-new"}}}}}}"#,
+            stack("PlatformServicesDb", "Platform-Services-Db", "Platform/Services/Db", ""),
+            stack("PlatformServicesApi", "Platform-Services-Api", "Platform/Services/Api", r#""PlatformServicesDb""#)
+        ),
+    )
+    .write("cdk.out/assembly-Platform/PlatformBase.template.json", queue)
+    .write("cdk.out/assembly-Platform/assembly-Platform-Services/PlatformServicesDb.template.json", queue)
+    .write("cdk.out/assembly-Platform/assembly-Platform-Services/PlatformServicesApi.template.json", queue)
+}
+
+fn deploy_stage(stage: &str) -> String {
+    format!(
+        r#"Pipeline(name: "nested", steps: [
+    Step(id: "deploy", kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Assembly(dir: "cdk.out", stage: "{stage}"))),
+])"#
+    )
+}
+
+#[test]
+fn a_nested_stage_is_deployed_with_its_outer_stage_in_dependency_order_and_addressed_by_path() {
+    let moto = Moto::start();
+    let test = nested_stage_assembly(moto.env(Test::new())).pipeline(&deploy_stage("Platform"));
+    let plan = test.run_with(&["plan", "pipeline.ron"]);
+    plan.assert_code(0);
+    for node in ["deploy/Platform-Base", "deploy/Platform-Services-Db", "deploy/Platform-Services-Api"] {
+        plan.assert_stdout_contains(node);
+    }
+    let out = test.run_with(&["run", "pipeline.ron", "--output", "json"]);
+    out.assert_code(0);
+    let order: Vec<String> = out
+        .json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "node_started")
+        .map(|e| e["node"].as_str().unwrap().to_string())
+        .collect();
+    let at = |n: &str| order.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n} never started: {order:?}"));
+    assert!(at("deploy/Platform-Services-Db") < at("deploy/Platform-Services-Api"), "{order:?}");
+    // The artifact runner does not know is not dropped silently.
+    out.assert_stdout_contains("ignoring artifact `Oddity` of unknown type `cdk:something-new`");
+    let state = moto.boto(
+        Some(DEV),
+        r#"result["stacks"] = sorted((s["StackName"], s["StackStatus"]) for s in client("cloudformation").describe_stacks()["Stacks"])"#,
+    );
+    assert_eq!(
+        state["stacks"],
+        serde_json::json!([
+            ["Platform-Base", "CREATE_COMPLETE"],
+            ["Platform-Services-Api", "CREATE_COMPLETE"],
+            ["Platform-Services-Db", "CREATE_COMPLETE"]
+        ])
+    );
+
+    // The nested stage alone, by its path.
+    std::fs::write(test.path().join("pipeline.ron"), deploy_stage("Platform/Services")).unwrap();
+    let plan = test.run_with(&["plan", "pipeline.ron"]);
+    plan.assert_code(0);
+    plan.assert_stdout_contains("deploy/Platform-Services-Api");
+    assert!(!plan.stdout.contains("deploy/Platform-Base"), "{}", plan.dump());
+    // A stage that is not there names every stage, nested ones too.
+    std::fs::write(test.path().join("pipeline.ron"), deploy_stage("Platform/Service")).unwrap();
+    let plan = test.run_with(&["plan", "pipeline.ron"]);
+    plan.assert_code(2);
+    plan.assert_stderr_contains("its stages are Platform, Platform/Services (did you mean `Platform/Services`?)");
+}
+
+#[test]
+fn a_stage_named_from_the_environment_is_planned_from_its_value() {
+    let pipeline = PIPELINE.replace("stage: \"Dev\"", "stage: \"${env:STAGE}\"");
+    let test = Test::new().pipeline(&pipeline).env("STAGE", "Dev").args(&["plan", "pipeline.ron"]);
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("deploy-dev/Dev-VpcStack");
+    out.assert_stdout_contains("publish-dev/AuditWriterFunction-Code");
+}

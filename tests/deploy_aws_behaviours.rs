@@ -7,7 +7,8 @@ mod aws_double;
 mod common;
 
 use aws_double::{
-    assumed_role, caller_identity, change_set, done, error, events, no_stack, stack, template, ScriptedAws,
+    assumed_role, caller_identity, change_set, done, error, events, no_stack, server_error, stack,
+    stack_with_parameters, template, ScriptedAws,
 };
 use common::{Output, Test};
 
@@ -330,5 +331,151 @@ fn a_stack_already_running_the_template_is_up_to_date_without_a_change_set() {
     assert_eq!(out.finished("deploy/Data")["status"], "up_to_date");
     assert_eq!(out.finished("after")["outputs"]["BUCKET"], "data-Data", "outputs still flow");
     let actions = aws.actions();
-    assert!(!actions.iter().any(|a| a.contains("ChangeSet") || a == "UpdateStack"), "{actions:?}");
+    // Listing the stack's change sets (for ones an earlier run left) is no change set made.
+    assert!(
+        !actions.iter().any(|a| (a.contains("ChangeSet") && a != "ListChangeSets") || a == "UpdateStack"),
+        "{actions:?}"
+    );
+}
+
+const ENV_OLD: &str =
+    "Parameters:\n  Env:\n    Type: String\n    Default: dev\nResources:\n  Bucket:\n    Type: AWS::S3::Bucket\n";
+const ENV_NEW: &str = "Parameters:\n  Env:\n    Type: String\n    Default: dev\nResources:\n  Bucket:\n    Type: AWS::S3::Bucket\n  Table:\n    Type: AWS::DynamoDB::Table\n";
+
+/// A stack deployed with `Env=staging`, updated through a change set whose requests are recorded.
+fn updating_env_stack(previous_parameters: bool, body: &str) -> (ScriptedAws, Output) {
+    let aws = with_access();
+    aws.script("DescribeStacks", vec![stack_with_parameters("Data", "UPDATE_COMPLETE", &[("Env", "staging")])])
+        .script("GetTemplate", vec![template(ENV_OLD)])
+        .script("ListChangeSets", vec![done("ListChangeSets", "<Summaries/>")])
+        .script("CreateChangeSet", vec![done("CreateChangeSet", "<Id>arn:cs</Id><StackId>arn:stack</StackId>")])
+        .script("DescribeChangeSet", vec![change_set("CREATE_COMPLETE", None)])
+        .script("ExecuteChangeSet", vec![done("ExecuteChangeSet", "")])
+        .script("DescribeStackEvents", vec![events("Data", &[])]);
+    let out = aws
+        .env(Test::new())
+        .write("data.yaml", body)
+        .pipeline(&format!(
+            r#"Pipeline(name: "double", steps: [
+    Step(id: "deploy", kind: Deploy(account: "{ACCOUNT}", region: "us-east-1", previous_parameters: {previous_parameters}, stacks: Listed([
+        (name: "Data", template: "data.yaml"),
+    ]))),
+])"#
+        ))
+        .args(&["run", "pipeline.ron", "--output", "json"])
+        .run();
+    (aws, out)
+}
+
+/// The parameters of the request to `action`: `Parameters.member.N.*` by key.
+fn sent_parameters(aws: &ScriptedAws, action: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let request = aws.requests().into_iter().find(|r| r.action == action).expect("the request was made");
+    let mut members: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        Default::default();
+    for (k, v) in &request.params {
+        if let Some(rest) = k.strip_prefix("Parameters.member.") {
+            let (n, field) = rest.split_once('.').unwrap();
+            members.entry(n.to_string()).or_default().insert(field.to_string(), v.clone());
+        }
+    }
+    members.into_values().collect()
+}
+
+/// https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_Parameter.html: a parameter left out of
+/// an update takes its Default; `UsePreviousValue` keeps the deployed value (moto keeps it either way). With
+/// `previous_parameters` (the default, like `cdk deploy --previous-parameters`), a parameter the pipeline stops
+/// giving is sent as UsePreviousValue, so an unrelated template change does not reset it.
+#[test]
+fn an_update_keeps_a_parameter_no_longer_given_with_use_previous_value() {
+    let (aws, out) = updating_env_stack(true, ENV_NEW);
+    out.assert_code(0);
+    let sent = sent_parameters(&aws, "CreateChangeSet");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["ParameterKey"], "Env");
+    assert_eq!(sent[0]["UsePreviousValue"], "true");
+    assert!(!sent[0].contains_key("ParameterValue"), "{sent:?}");
+}
+
+/// API_Parameter.html again: with `previous_parameters: false` the parameter is left out, so AWS applies its
+/// Default; and since that differs from the deployed `staging`, the stack is not up to date even though its
+/// template is unchanged.
+#[test]
+fn without_previous_parameters_a_parameter_no_longer_given_is_left_to_its_default() {
+    let (aws, out) = updating_env_stack(false, ENV_OLD);
+    out.assert_code(0);
+    assert_eq!(out.finished("deploy/Data")["status"], "succeeded", "{}", out.dump());
+    assert!(sent_parameters(&aws, "CreateChangeSet").is_empty());
+    assert!(aws.actions().contains(&"ExecuteChangeSet".to_string()));
+}
+
+/// https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_CreateStack.html (ClientRequestToken: "to
+/// ensure that CloudFormation successfully received" a request retried) and
+/// https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html (HTTP 500 is retried): the retry
+/// of a CreateStack is the same request, and a failure quotes the first error, not the retry's
+/// AlreadyExistsException.
+#[test]
+fn a_create_stack_retried_after_http_500_is_the_same_request_and_its_first_error_is_quoted() {
+    let aws = with_access();
+    aws.script("DescribeStacks", vec![no_stack("Data")]).script(
+        "CreateStack",
+        vec![server_error(), error(400, "Sender", "AlreadyExistsException", "Stack [Data] already exists")],
+    );
+    let out = aws
+        .env(Test::new())
+        .env("AWS_MAX_ATTEMPTS", "2")
+        .write("data.yaml", TEMPLATE)
+        .pipeline(&pipeline("ChangeSet", 0))
+        .args(&["run", "pipeline.ron", "--output", "json"])
+        .run();
+    out.assert_code(1);
+    let tokens: Vec<String> = aws
+        .requests()
+        .into_iter()
+        .filter(|r| r.action == "CreateStack")
+        .map(|r| r.params.get("ClientRequestToken").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(tokens.len(), 2, "the SDK retried: {tokens:?}");
+    assert!(tokens[0].starts_with("runner-create-1-"), "{tokens:?}");
+    assert_eq!(tokens[0], tokens[1], "the retry is the same request");
+    let error = out.finished("deploy/Data")["error"].as_str().unwrap().to_string();
+    let first = error.find("HTTP 500").expect("the first error is quoted");
+    let retry = error.find("AlreadyExistsException").expect("the retry's answer is named too");
+    assert!(first < retry, "{error}");
+}
+
+/// https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_ExecuteChangeSet.html and
+/// API_UpdateStack.html, API_DeleteStack.html: each takes a ClientRequestToken; every call runner makes that is
+/// not idempotent sends one, and another attempt of the node sends another.
+#[test]
+fn execute_update_and_delete_stack_each_send_a_client_request_token() {
+    let aws = with_access();
+    aws.script("DescribeStacks", vec![stack("Data", "CREATE_COMPLETE", None), stack("Data", "UPDATE_COMPLETE", None)])
+        .script("GetTemplate", vec![template(OLD_TEMPLATE)])
+        .script("CreateChangeSet", vec![done("CreateChangeSet", "<Id>arn:cs</Id><StackId>arn:stack</StackId>")])
+        .script("DescribeChangeSet", vec![change_set("CREATE_COMPLETE", None)])
+        .script("ExecuteChangeSet", vec![done("ExecuteChangeSet", "")])
+        .script("UpdateStack", vec![done("UpdateStack", "<StackId>x</StackId>")])
+        .script("DescribeStackEvents", vec![events("Data", &[])]);
+    run(&aws, "ChangeSet", 0).assert_code(0);
+    run(&aws, "Direct", 0).assert_code(0);
+    let token = |action: &str| {
+        aws.requests()
+            .into_iter()
+            .find(|r| r.action == action)
+            .and_then(|r| r.params.get("ClientRequestToken").cloned())
+    };
+    assert!(token("ExecuteChangeSet").is_some_and(|t| t.starts_with("runner-execute-1-")));
+    assert!(token("UpdateStack").is_some_and(|t| t.starts_with("runner-update-1-")));
+
+    let aws = with_access();
+    aws.script(
+        "DescribeStacks",
+        vec![stack("Data", "ROLLBACK_COMPLETE", None), no_stack("Data"), stack("Data", "CREATE_COMPLETE", None)],
+    )
+    .script("DeleteStack", vec![done("DeleteStack", "")])
+    .script("CreateStack", vec![done("CreateStack", "<StackId>x</StackId>")])
+    .script("DescribeStackEvents", vec![events("Data", &[])]);
+    run(&aws, "ChangeSet", 0).assert_code(0);
+    let deleted = aws.requests().into_iter().find(|r| r.action == "DeleteStack").unwrap();
+    assert!(deleted.params["ClientRequestToken"].starts_with("runner-delete-1-"), "{deleted:?}");
 }

@@ -227,23 +227,107 @@ fn assembly_with_an_image(test: Test) -> Test {
     .write("cdk.out/asset.f00d/Dockerfile", "FROM scratch\n")
 }
 
+const IMAGES: &str = r#"Pipeline(name: "images", steps: [
+    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
+])"#;
+
+const REPOSITORY: &str = "cdk-hnb659fds-container-assets-111111111111-us-east-1";
+
+/// ECR repositories in the Dev account with immutable tags, as `runner bootstrap` makes them.
+fn repositories(moto: &Moto, names: &[&str]) {
+    moto.boto(
+        Some(DEV),
+        &format!(
+            r#"
+for name in {names:?}:
+    client("ecr").create_repository(repositoryName=name, imageTagMutability="IMMUTABLE")
+"#
+        ),
+    );
+}
+
+/// The tags in each repository of the Dev account.
+fn image_tags(moto: &Moto) -> serde_json::Value {
+    moto.boto(
+        Some(DEV),
+        r#"
+ecr = client("ecr")
+result["tags"] = {r["repositoryName"]: sorted(t for i in ecr.describe_images(repositoryName=r["repositoryName"])["imageDetails"] for t in i.get("imageTags", []))
+    for r in ecr.describe_repositories()["repositories"]}
+"#,
+    )
+}
+
+/// A stand-in `docker` on PATH: records every call in `docker.log` (a login's password, read on stdin, as
+/// `password=...`), and `push REGISTRY/REPO:TAG` puts an image into the emulator's ECR of the registry's account,
+/// failing like docker when an immutable tag is already there.
+struct StandInDocker {
+    dir: tempfile::TempDir,
+}
+
+impl StandInDocker {
+    fn new(moto: &Moto) -> StandInDocker {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("docker.log");
+        let python = std::env::var("RUNNER_MOTO_PYTHON")
+            .unwrap_or_else(|_| format!("{}/.cache/runner-venv/bin/python", std::env::var("HOME").unwrap()));
+        let push = format!(
+            r#"
+import boto3, json, sys
+ref = sys.argv[1]
+host, rest = ref.split("/", 1)
+repo, tag = rest.rsplit(":", 1)
+account, region = host.split(".")[0], host.split(".")[3]
+base = dict(region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing")
+sts = boto3.session.Session(**base).client("sts", endpoint_url="{endpoint}")
+c = sts.assume_role(RoleArn=f"arn:aws:iam::{{account}}:role/docker", RoleSessionName="docker")["Credentials"]
+ecr = boto3.session.Session(region_name=region, aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+    aws_session_token=c["SessionToken"]).client("ecr", endpoint_url="{endpoint}")
+manifest = json.dumps({{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+    "config": {{"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": "sha256:" + "a" * 64}}, "layers": []}})
+try:
+    ecr.put_image(repositoryName=repo, imageManifest=manifest, imageTag=tag)
+except Exception as e:
+    print(f"tag invalid: {{e}}", file=sys.stderr)
+    sys.exit(1)
+"#,
+            endpoint = moto.endpoint()
+        );
+        std::fs::write(dir.path().join("push.py"), push).unwrap();
+        let script = format!(
+            "#!/bin/sh\necho \"$@\" >> '{log}'\ncase \"$1\" in\n  login) read -r pw; echo \"password=$pw\" >> '{log}' ;;\n  push) exec '{python}' '{push}' \"$2\" ;;\nesac\nexit 0\n",
+            log = log.display(),
+            push = dir.path().join("push.py").display(),
+        );
+        let docker = dir.path().join("docker");
+        std::fs::write(&docker, script).unwrap();
+        std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        StandInDocker { dir }
+    }
+
+    fn path(&self) -> String {
+        format!("{}:/usr/bin:/bin", self.dir.path().display())
+    }
+
+    /// The calls so far (without `--version`), and forget them.
+    fn calls(&self) -> Vec<String> {
+        let log = self.dir.path().join("docker.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        text.lines().filter(|l| *l != "--version").map(str::to_string).collect()
+    }
+}
+
 #[test]
 fn a_docker_image_asset_without_docker_fails_naming_the_asset() {
+    let moto = Moto::start();
+    repositories(&moto, &[REPOSITORY]);
     let empty = tempfile::tempdir().unwrap();
-    let test = assembly_with_an_image(Test::new())
-        .pipeline(
-            r#"Pipeline(name: "images", steps: [
-    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
-])"#,
-        )
+    let test = assembly_with_an_image(moto.env(Test::new()))
+        .pipeline(IMAGES)
         .env("PATH", empty.path().to_str().unwrap())
         .args(&["run", "pipeline.ron", "--output", "json"]);
-    let plan = Test::new().args(&["plan", "pipeline.ron"]);
-    let plan = assembly_with_an_image(plan).pipeline(
-        r#"Pipeline(name: "images", steps: [
-    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
-])"#,
-    );
+    let plan = assembly_with_an_image(Test::new().args(&["plan", "pipeline.ron"])).pipeline(IMAGES);
     plan.run().assert_code(0).assert_stdout_contains("publish/Api-Image");
     let out = test.run();
     out.assert_code(1);
@@ -258,37 +342,106 @@ fn a_docker_image_asset_without_docker_fails_naming_the_asset() {
 #[test]
 fn a_docker_image_asset_is_built_then_pushed_after_an_ecr_login_through_its_destination() {
     let moto = Moto::start();
-    // A docker CLI that records what it is asked (the emulator has no registry to push to).
-    let bin = tempfile::tempdir().unwrap();
-    let log = bin.path().join("docker.log");
-    let script = format!(
-        "#!/bin/sh\necho \"$@\" >> '{log}'\nif [ \"$1\" = login ]; then read -r pw; echo \"password=$pw\" >> '{log}'; fi\nexit 0\n",
-        log = log.display()
-    );
-    let docker = bin.path().join("docker");
-    std::fs::write(&docker, script).unwrap();
-    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let test = assembly_with_an_image(moto.env(Test::new()))
-        .pipeline(
-            r#"Pipeline(name: "images", steps: [
-    Step(id: "publish", kind: Publish(assets: Assembly(dir: "cdk.out", stage: "Dev"))),
-])"#,
-        )
-        .env("PATH", &format!("{}:/usr/bin:/bin", bin.path().display()))
-        .args(&["run", "pipeline.ron", "--output", "json"]);
+    repositories(&moto, &[REPOSITORY]);
+    let docker = StandInDocker::new(&moto);
+    let test = assembly_with_an_image(moto.env(Test::new())).pipeline(IMAGES).env("PATH", &docker.path()).args(&[
+        "run",
+        "pipeline.ron",
+        "--output",
+        "json",
+    ]);
     let out = test.run();
     out.assert_code(0);
-    let calls = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = calls.lines().filter(|l| *l != "--version").collect();
+    let lines = docker.calls();
     let registry = "111111111111.dkr.ecr.us-east-1.amazonaws.com";
-    let image = format!("{registry}/cdk-hnb659fds-container-assets-111111111111-us-east-1:f00d");
-    assert_eq!(lines.len(), 5, "{calls}");
-    assert!(lines[0].starts_with("build --tag runner-asset:f00d ") && lines[0].ends_with("asset.f00d"), "{calls}");
+    let image = format!("{registry}/{REPOSITORY}:f00d");
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines[0].starts_with("build --tag runner-asset:f00d ") && lines[0].ends_with("asset.f00d"), "{lines:?}");
     assert_eq!(lines[1], format!("login --username AWS --password-stdin {registry}"));
-    assert!(lines[2].len() > "password=".len(), "the ECR password came on stdin: {calls}");
+    assert!(lines[2].len() > "password=".len(), "the ECR password came on stdin: {lines:?}");
     assert_eq!(lines[3], format!("tag runner-asset:f00d {image}"));
     assert_eq!(lines[4], format!("push {image}"));
     assert!(!out.combined().contains(&lines[2]["password=".len()..]), "the password is never logged");
+    assert_eq!(image_tags(&moto)["tags"][REPOSITORY], serde_json::json!(["f00d"]));
+}
+
+/// Two stacks of the stage with the same image (one hash) and each its own repository, as two asset manifests
+/// name it.
+fn assembly_with_one_image_for_two_stacks(test: Test) -> Test {
+    let stack = |name: &str, repository: &str| {
+        format!(
+            r#"{{"version": "55.0.0", "files": {{}}, "dockerImages": {{"f00d": {{"displayName": "Api/Image",
+            "source": {{"directory": "../asset.f00d"}},
+            "destinations": {{"d": {{"repositoryName": "{repository}", "imageTag": "f00d", "region": "us-east-1",
+                "assumeRoleArn": "arn:${{AWS::Partition}}:iam::111111111111:role/cdk-hnb659fds-image-publishing-role-111111111111-us-east-1"}}}}}}}}}}"#
+        )
+        .replace("NAME", name)
+    };
+    test.write(
+        "cdk.out/manifest.json",
+        r#"{"version": "55.0.0", "artifacts": {"assembly-Dev": {"type": "cdk:cloud-assembly",
+            "properties": {"directoryName": "assembly-Dev", "displayName": "Dev"}}}}"#,
+    )
+    .write(
+        "cdk.out/assembly-Dev/manifest.json",
+        r#"{"version": "55.0.0", "artifacts": {
+            "DevApi.assets": {"type": "cdk:asset-manifest", "properties": {"file": "DevApi.assets.json"}},
+            "DevApi": {"type": "aws:cloudformation:stack", "environment": "aws://111111111111/us-east-1",
+                "properties": {"templateFile": "DevApi.template.json", "stackName": "Dev-Api"},
+                "dependencies": ["DevApi.assets"]},
+            "DevWorker.assets": {"type": "cdk:asset-manifest", "properties": {"file": "DevWorker.assets.json"}},
+            "DevWorker": {"type": "aws:cloudformation:stack", "environment": "aws://111111111111/us-east-1",
+                "properties": {"templateFile": "DevWorker.template.json", "stackName": "Dev-Worker"},
+                "dependencies": ["DevWorker.assets"]}}}"#,
+    )
+    .write("cdk.out/assembly-Dev/DevApi.assets.json", &stack("Api", "api-images"))
+    .write("cdk.out/assembly-Dev/DevWorker.assets.json", &stack("Worker", "worker-images"))
+    .write("cdk.out/assembly-Dev/DevApi.template.json", r#"{"Resources": {}}"#)
+    .write("cdk.out/assembly-Dev/DevWorker.template.json", r#"{"Resources": {}}"#)
+    .write("cdk.out/asset.f00d/Dockerfile", "FROM scratch\n")
+}
+
+#[test]
+fn one_image_for_two_repositories_is_built_once_pushed_to_each_and_only_where_it_is_missing() {
+    let moto = Moto::start();
+    repositories(&moto, &["api-images", "worker-images"]);
+    let docker = StandInDocker::new(&moto);
+    let test = assembly_with_one_image_for_two_stacks(moto.env(Test::new()))
+        .pipeline(IMAGES)
+        .env("PATH", &docker.path())
+        .args(&["run", "pipeline.ron", "--output", "json"]);
+    let out = test.run();
+    out.assert_code(0);
+    let calls = docker.calls();
+    assert_eq!(calls.iter().filter(|c| c.starts_with("build ")).count(), 1, "{calls:?}");
+    let pushes: Vec<&String> = calls.iter().filter(|c| c.starts_with("push ")).collect();
+    assert_eq!(pushes.len(), 2, "{calls:?}");
+    assert!(
+        pushes.iter().any(|p| p.contains("/api-images:f00d"))
+            && pushes.iter().any(|p| p.contains("/worker-images:f00d"))
+    );
+    let both = serde_json::json!({"api-images": ["f00d"], "worker-images": ["f00d"]});
+    assert_eq!(image_tags(&moto)["tags"], both);
+
+    // Again: every repository has the tag (immutable: a push would fail), so nothing is built or pushed.
+    let again = test.run();
+    again.assert_code(0);
+    assert_eq!(again.statuses()["publish/Api-Image"], "unchanged", "{}", again.dump());
+    assert_eq!(docker.calls(), Vec::<String>::new());
+
+    // One repository loses the image: it alone gets it again.
+    moto.boto(
+        Some(DEV),
+        r#"client("ecr").batch_delete_image(repositoryName="worker-images", imageIds=[{"imageTag": "f00d"}])"#,
+    );
+    let third = test.run();
+    third.assert_code(0);
+    assert_eq!(third.statuses()["publish/Api-Image"], "succeeded", "{}", third.dump());
+    let calls = docker.calls();
+    let pushes: Vec<&String> = calls.iter().filter(|c| c.starts_with("push ")).collect();
+    assert_eq!(pushes.len(), 1, "{calls:?}");
+    assert!(pushes[0].contains("/worker-images:f00d"), "{calls:?}");
+    assert_eq!(image_tags(&moto)["tags"], both);
 }
 
 #[test]

@@ -296,7 +296,16 @@ pub struct DeploySpec {
     pub assets_bucket: Option<String>,
     #[serde(default)]
     pub method: DeployMethod,
+    /// Parameters a stack is not given keep the value the deployed stack has (`UsePreviousValue`), like `cdk
+    /// deploy`'s default `--previous-parameters`; `false`: they take the template's `Default` (and one with no
+    /// Default must be given). A new stack has no previous values: its parameters are given or defaulted.
+    #[serde(default = "previous_parameters")]
+    pub previous_parameters: bool,
     pub stacks: Stacks,
+}
+
+fn previous_parameters() -> bool {
+    true
 }
 
 /// The credentials a Deploy acts with.
@@ -353,6 +362,10 @@ pub struct StackSpec {
     pub capabilities: Vec<String>,
     #[serde(default)]
     pub termination_protection: bool,
+    /// SNS topics CloudFormation sends the stack's events to; left out, a deployed stack keeps its topics (an
+    /// empty list removes them).
+    #[serde(default)]
+    pub notification_arns: Option<Vec<String>>,
     /// Other stacks of this stage deployed before this one.
     #[serde(default)]
     pub depends_on: Vec<String>,

@@ -26,6 +26,8 @@ pub struct Stage {
     pub images: Vec<ImageAssetEntry>,
     /// Things worth saying that do not stop anything (unknown artifact types, a newer schema).
     pub warnings: Vec<String>,
+    /// The stages nested in it (`Platform/Services`), whose stacks and assets it includes.
+    pub nested: Vec<String>,
 }
 
 /// A CloudFormation stack of a stage, placeholders resolved.
@@ -46,6 +48,8 @@ pub struct StackArtifact {
     pub parameters: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
     pub termination_protection: bool,
+    /// `notificationArns`: SNS topics of the stack's events (left out: a deployed stack keeps its own).
+    pub notification_arns: Option<Vec<String>>,
     pub requires_bootstrap_version: Option<u64>,
     pub bootstrap_version_parameter: Option<String>,
     /// Stack names of this stage it depends on.
@@ -181,7 +185,29 @@ pub fn at_plan_time(dir: &str, workspace: impl FnOnce() -> Option<PathBuf>) -> O
     workspace().map(|w| w.join(dir)).filter(|root| exists(root))
 }
 
-/// Read stage `stage` of the assembly at `root`.
+/// The nested assemblies (`cdk:cloud-assembly` artifacts: CDK's Stages) a manifest names: (artifact id, display
+/// name, directory). A directory that would leave the assembly is an error.
+fn nested_assemblies(dir: &Path, path: &Path, manifest: &Value) -> Result<Vec<(String, String, PathBuf)>, String> {
+    let mut nested = Vec::new();
+    for (id, a) in artifacts(path, manifest)? {
+        if str_of(&a, "type") != Some("cdk:cloud-assembly") {
+            continue;
+        }
+        let props = a.get("properties").cloned().unwrap_or_default();
+        let display = str_of(&props, "displayName").unwrap_or(&id).to_string();
+        let directory = str_of(&props, "directoryName").unwrap_or(&id).to_string();
+        if directory.contains("..") || Path::new(&directory).is_absolute() {
+            return Err(format!("{}: stage `{display}` has an unsafe directoryName `{directory}`", path.display()));
+        }
+        nested.push((id, display, dir.join(directory)));
+    }
+    Ok(nested)
+}
+
+/// Read stage `stage` of the assembly at `root`: a Stage of the app (`Dev`), or one nested in a Stage, addressed
+/// by its path (`Platform/Services`, its `displayName`; its artifact id `assembly-Platform-Services` works too).
+/// A stage's stacks and assets include those of the stages nested in it (a Stage inside a Stage, as CDK writes
+/// it: a `cdk:cloud-assembly` artifact in the stage's own manifest), in dependency order.
 pub fn load_stage(root: &Path, stage: &str) -> Result<Stage, String> {
     let path = root.join("manifest.json");
     if !path.is_file() {
@@ -194,46 +220,118 @@ pub fn load_stage(root: &Path, stage: &str) -> Result<Stage, String> {
     let manifest = read_json(&path)?;
     let mut warnings = Vec::new();
     check_version(&path, &manifest, &mut warnings)?;
-    let mut names = Vec::new();
-    let mut found = None;
     for (id, a) in artifacts(&path, &manifest)? {
         let kind = str_of(&a, "type").unwrap_or("");
         if !KNOWN_TYPES.contains(&kind) {
             warnings.push(format!("{}: ignoring artifact `{id}` of unknown type `{kind}`", path.display()));
+        } else if kind == "aws:cloudformation:stack" {
+            warnings.push(format!(
+                "{}: stack `{id}` is in no Stage of the app: a Deploy of a stage does not deploy it",
+                path.display()
+            ));
+        }
+    }
+    // Every stage, nested ones too, breadth first: (id, display name, directory).
+    let mut names = Vec::new();
+    let mut found = None;
+    let mut queue: std::collections::VecDeque<(String, String, PathBuf)> =
+        nested_assemblies(root, &path, &manifest)?.into();
+    let mut seen = HashSet::new();
+    let wanted = format!("assembly-{}", stage.replace('/', "-"));
+    while let Some((id, display, dir)) = queue.pop_front() {
+        if !seen.insert(dir.clone()) {
             continue;
         }
-        if kind != "cdk:cloud-assembly" {
-            continue;
-        }
-        let props = a.get("properties").cloned().unwrap_or_default();
-        let display = str_of(&props, "displayName").unwrap_or(&id).to_string();
-        let dir = str_of(&props, "directoryName").unwrap_or(&id).to_string();
-        if display == stage || id == stage || id == format!("assembly-{stage}") {
-            found = Some((display.clone(), dir));
+        if found.is_none() && (display == stage || id == stage || id == wanted) {
+            found = Some((display.clone(), dir.clone()));
         }
         names.push(display);
+        let inner = dir.join("manifest.json");
+        if let Ok(m) = read_json(&inner) {
+            queue.extend(nested_assemblies(&dir, &inner, &m)?);
+        }
     }
     let Some((name, dir)) = found else {
         return Err(if names.is_empty() {
             format!("the cloud assembly at {} has no stages (no nested `cdk:cloud-assembly`)", root.display())
         } else {
+            let hint = engine::validate::closest(stage, names.iter().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
             format!(
-                "the cloud assembly at {} has no stage `{stage}`: its stages are {}",
+                "the cloud assembly at {} has no stage `{stage}`: its stages are {}{hint}",
                 root.display(),
                 names.join(", ")
             )
         });
     };
-    if dir.contains("..") || Path::new(&dir).is_absolute() {
-        return Err(format!("{}: stage `{name}` has an unsafe directoryName `{dir}`", path.display()));
-    }
-    let mut stage = read_stage_dir(&root.join(&dir), &name)?;
+    let mut stage = read_stage_tree(&dir, &name)?;
     warnings.append(&mut stage.warnings);
     stage.warnings = warnings;
+    let mut used = HashSet::new();
+    for f in &mut stage.files {
+        f.part = unique_part(&f.display_name, &f.hash, &mut used);
+    }
+    for i in &mut stage.images {
+        i.part = unique_part(&i.display_name, &i.hash, &mut used);
+    }
     Ok(stage)
 }
 
-/// Read a stage's own manifest and asset manifests.
+/// A stage and the stages nested in it, merged: their stacks (names unique across them, in dependency order),
+/// file assets (one per hash and source, every destination kept), images (one per hash), warnings.
+fn read_stage_tree(dir: &Path, name: &str) -> Result<Stage, String> {
+    let mut stage = read_stage_dir(dir, name)?;
+    let path = dir.join("manifest.json");
+    let manifest = read_json(&path)?;
+    let mut stacks = std::mem::take(&mut stage.stacks);
+    for (_, display, inner_dir) in nested_assemblies(dir, &path, &manifest)? {
+        let inner = read_stage_tree(&inner_dir, &display)?;
+        for s in inner.stacks {
+            if let Some(twin) = stacks.iter().find(|t| t.stack_name == s.stack_name) {
+                return Err(format!(
+                    "{}: stack name {} is used by `{}` and by `{}` of stage {display}",
+                    path.display(),
+                    s.stack_name,
+                    twin.display_name,
+                    s.display_name
+                ));
+            }
+            stacks.push(s);
+        }
+        for f in inner.files {
+            match stage.files.iter_mut().find(|x| x.hash == f.hash && x.path == f.path) {
+                Some(existing) => {
+                    for d in f.destinations {
+                        if !existing.destinations.contains(&d) {
+                            existing.destinations.push(d);
+                        }
+                    }
+                }
+                None => stage.files.push(f),
+            }
+        }
+        for i in inner.images {
+            match stage.images.iter_mut().find(|x| x.hash == i.hash) {
+                Some(existing) => {
+                    for d in i.destinations {
+                        if !existing.destinations.contains(&d) {
+                            existing.destinations.push(d);
+                        }
+                    }
+                }
+                None => stage.images.push(i),
+            }
+        }
+        stage.warnings.extend(inner.warnings);
+        stage.nested.push(display);
+        stage.nested.extend(inner.nested);
+    }
+    stage.stacks = order_stacks(stacks, &path)?;
+    Ok(stage)
+}
+
+/// Read a stage's own manifest and asset manifests (not the stages nested in it).
 fn read_stage_dir(dir: &Path, name: &str) -> Result<Stage, String> {
     let path = dir.join("manifest.json");
     let manifest = read_json(&path)?;
@@ -281,15 +379,7 @@ fn read_stage_dir(dir: &Path, name: &str) -> Result<Stage, String> {
         let (account, region) = env_of_manifest.get(&id).cloned().unwrap_or_default();
         read_asset_manifest(dir, &dir.join(&file), &account, &region, &mut files, &mut images, &mut warnings)?;
     }
-    let stacks = order_stacks(stacks, &path)?;
-    let mut used = HashSet::new();
-    for f in &mut files {
-        f.part = unique_part(&f.display_name, &f.hash, &mut used);
-    }
-    for i in &mut images {
-        i.part = unique_part(&i.display_name, &i.hash, &mut used);
-    }
-    Ok(Stage { name: name.to_string(), dir: dir.to_path_buf(), stacks, files, images, warnings })
+    Ok(Stage { name: name.to_string(), dir: dir.to_path_buf(), stacks, files, images, warnings, nested: Vec::new() })
 }
 
 /// A node part name from a display name: `AuditWriterFunction/Code` -> `AuditWriterFunction-Code`.
@@ -363,6 +453,10 @@ fn read_stack(
         parameters: map("parameters"),
         tags: map("tags"),
         termination_protection: props.get("terminationProtection").and_then(Value::as_bool).unwrap_or(false),
+        notification_arns: props
+            .get("notificationArns")
+            .and_then(Value::as_array)
+            .map(|arns| arns.iter().filter_map(Value::as_str).map(resolve).collect()),
         requires_bootstrap_version: props.get("requiresBootstrapStackVersion").and_then(Value::as_u64),
         bootstrap_version_parameter: str_of(&props, "bootstrapStackVersionSsmParameter").map(str::to_string),
         depends_on,
@@ -479,15 +573,24 @@ fn read_asset_manifest(
                 role: str_of(d, "assumeRoleArn").map(resolve),
             })
         })?;
-        if !images.iter().any(|i| &i.hash == hash) {
-            images.push(ImageAssetEntry {
+        // The same image for several stacks (each asset manifest names it, with its own repositories): one asset,
+        // every destination kept.
+        match images.iter_mut().find(|i| &i.hash == hash) {
+            Some(existing) => {
+                for d in destinations {
+                    if !existing.destinations.contains(&d) {
+                        existing.destinations.push(d);
+                    }
+                }
+            }
+            None => images.push(ImageAssetEntry {
                 hash: hash.clone(),
                 display_name: display,
                 directory: base.join(dir),
                 dockerfile: str_of(&source, "dockerFile").map(str::to_string),
                 destinations,
                 part: String::new(),
-            });
+            }),
         }
     }
     Ok(())

@@ -338,6 +338,83 @@ fn no_credentials() -> String {
     )
 }
 
+/// What each attempt of one call got back, so that a failure quotes the first error and not only what an SDK retry
+/// of the same request answered. For a call that is not idempotent the retry's answer hides the real one: a
+/// CreateStack whose first attempt got HTTP 500 and whose retry got `AlreadyExistsException`. Attach it with
+/// `.customize().interceptor(log.clone())`; the retried request is the same one (same ClientRequestToken).
+#[derive(Debug, Clone, Default)]
+pub struct AttemptLog {
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AttemptLog {
+    /// The failure of the call, from its final error (`last`, as [`aws_reason`] says it): the first attempt's
+    /// error first when an earlier attempt failed otherwise.
+    pub fn explain(&self, last: String) -> String {
+        let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
+        match errors.first() {
+            Some(first) if errors.len() > 1 && *first != last && !last.contains(first.as_str()) => format!(
+                "{first} (the SDK retried the same request {} time{}; the last answer: {last})",
+                errors.len() - 1,
+                if errors.len() == 2 { "" } else { "s" }
+            ),
+            _ => last,
+        }
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for AttemptLog {
+    fn name(&self) -> &'static str {
+        "AttemptLog"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(Err(e)) = context.output_or_error() {
+            let text = match context.response() {
+                Some(r) => response_reason(r.status().as_u16(), r.body().bytes().unwrap_or_default()),
+                None => chain(e),
+            };
+            if let Ok(mut errors) = self.errors.lock() {
+                errors.push(text);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// AWS's reason in an error response's body, as [`aws_reason`] says it: `Code: message` from a query protocol's
+/// XML (`<Code>`, `<Message>`) or a JSON protocol's `__type` / `message`; else the status and the body's text.
+fn response_reason(status: u16, body: &[u8]) -> String {
+    let body = String::from_utf8_lossy(body);
+    let element = |name: &str| {
+        let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&close)? + start;
+        Some(unescape_xml(&body[start..end]))
+    };
+    let (code, message) = match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) => (
+            v.get("__type").and_then(|t| t.as_str()).map(|t| t.rsplit('#').next().unwrap_or(t).to_string()),
+            v.get("message").or_else(|| v.get("Message")).and_then(|m| m.as_str()).map(str::to_string),
+        ),
+        Err(_) => (element("Code"), element("Message")),
+    };
+    match (code, message) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => format!("HTTP {status} with no AWS error in it: {}", page_text(&body)),
+    }
+}
+
+fn unescape_xml(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
 /// An error's messages and its sources', without repeats: `dispatch failure: io error: Connection refused`.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -395,6 +472,27 @@ mod tests {
         assert_eq!(endpoint_host("s3", "us-gov-west-1"), "s3.us-gov-west-1.amazonaws.com");
         assert_eq!(Partition::of("us-isob-east-1").name, "aws-iso-b");
         assert_eq!(Partition::of("us-iso-east-1").name, "aws-iso");
+    }
+
+    #[test]
+    fn error_bodies_are_read_as_aws_says_them() {
+        let xml = "<ErrorResponse><Error><Type>Sender</Type><Code>AlreadyExistsException</Code><Message>Stack [A] already exists &amp; more</Message></Error></ErrorResponse>";
+        assert_eq!(response_reason(400, xml.as_bytes()), "AlreadyExistsException: Stack [A] already exists & more");
+        let json = r#"{"__type": "com.amazonaws#ImageNotFoundException", "message": "no such image"}"#;
+        assert_eq!(response_reason(400, json.as_bytes()), "ImageNotFoundException: no such image");
+        assert_eq!(
+            response_reason(500, b"<html><h1>Internal Server Error</h1></html>"),
+            "HTTP 500 with no AWS error in it: Internal Server Error"
+        );
+        let log = AttemptLog::default();
+        log.errors
+            .lock()
+            .unwrap()
+            .extend(["HTTP 500 with no AWS error in it: boom".to_string(), "AlreadyExistsException: x".to_string()]);
+        assert_eq!(
+            log.explain("AlreadyExistsException: x".into()),
+            "HTTP 500 with no AWS error in it: boom (the SDK retried the same request 1 time; the last answer: AlreadyExistsException: x)"
+        );
     }
 
     #[test]

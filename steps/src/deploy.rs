@@ -2,7 +2,7 @@
 //! Each stack is its own node (`<step>/<stack>`). New stacks are created with CreateStack; existing ones are
 //! updated through a change set (an empty one means `unchanged`, nothing executed) or directly (`method: Direct`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +20,28 @@ use engine::subst;
 use sha2::{Digest, Sha256};
 
 use crate::assembly;
-use crate::aws::{aws_reason, Session, Sessions, Target, DEFAULT_QUALIFIER};
+use crate::aws::{aws_reason, AttemptLog, Session, Sessions, Target, DEFAULT_QUALIFIER};
+use crate::template::Template;
+
+/// A CreateStack, CreateChangeSet or UpdateStack request with what all three say of the stack, from its
+/// [`StackRequest`]: name, parameters, tags, capabilities, notification ARNs, execution role and template. A macro:
+/// the SDK's three builders share these methods but no trait.
+macro_rules! stack_request {
+    ($builder:expr, $name:expr, $request:expr, $template:expr) => {{
+        let request: &StackRequest = $request;
+        let req = $builder
+            .stack_name($name)
+            .set_parameters(Some(request.sdk_parameters()))
+            .set_tags(Some(request.sdk_tags()))
+            .set_capabilities(Some(request.capabilities.iter().map(|c| Capability::from(c.as_str())).collect()))
+            .set_notification_arns(request.notification_arns.as_ref().map(|n| n.iter().cloned().collect()))
+            .set_role_arn(request.role.clone());
+        match $template {
+            TemplateSource::Body(b) => req.template_body(b),
+            TemplateSource::Url(u) => req.template_url(u),
+        }
+    }};
+}
 
 /// CloudFormation's limit for a template passed in the request body.
 pub const TEMPLATE_BODY_LIMIT: usize = 51_200;
@@ -64,10 +85,18 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
     let mut seen = HashSet::new();
     for (i, stack) in list.iter().enumerate() {
         let at = |field: &str| format!("stacks[{i}].{field}");
-        let valid = stack.name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && stack.name.len() <= 128
-            && stack.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !valid && !templated(&stack.name) {
+        let valid = valid_stack_name(&stack.name);
+        let outputs = |s: &str| s.contains("${steps.");
+        if outputs(&stack.name) || stack.depends_on.iter().any(|d| outputs(d)) {
+            problems.push((
+                at("name"),
+                format!(
+                    "stack name `{}` uses a step output: a stack name is its node's id, known when planning; use \
+                     `${{env:...}}` (substituted when planning) instead",
+                    elide(&stack.name, MAX_QUOTED)
+                ),
+            ));
+        } else if !valid && !templated(&stack.name) {
             let message = match engine::validate::too_long("stack name", &stack.name) {
                 Some(too_long) => too_long,
                 None => format!(
@@ -169,12 +198,57 @@ pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
     }
 }
 
-/// One node per stack, ordered by `depends_on`. An assembly's stacks: known now when the assembly is in the
-/// step's workspace and nothing upstream can change it before the step runs (`workspace` says where, or `None`),
-/// else when the node runs (after the step that synthesizes it).
-pub fn expand(spec: &DeploySpec, workspace: impl FnOnce() -> Option<std::path::PathBuf>) -> Result<Expansion, String> {
+/// Whether a stack name is one CloudFormation accepts: a letter, then letters, digits and `-`, at most 128
+/// characters (<https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_CreateStack.html>).
+pub fn valid_stack_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// The spec with each `${env:...}` substituted where `env` has every variable a field names and the field needs
+/// no step output; other fields are left as written (they are substituted when the node runs).
+pub fn with_env_known(spec: &DeploySpec, env: &dyn Fn(&str) -> Option<String>) -> DeploySpec {
+    let Ok(mut value) = serde_json::to_value(spec) else { return spec.clone() };
+    let lookup = EnvFn(env);
+    subst::for_each_string(&mut value, &mut |s| {
+        if s.contains("${") {
+            let mut missing = Vec::new();
+            let rendered = subst::render(s, &lookup, &mut missing);
+            if missing.is_empty() {
+                *s = rendered;
+            }
+        }
+    });
+    serde_json::from_value(value).unwrap_or_else(|_| spec.clone())
+}
+
+/// Substitution from a lookup function, environment only.
+struct EnvFn<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl subst::Lookup for EnvFn<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+    fn output(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// One node per stack, ordered by `depends_on`. Stack names are node ids: their `${env:...}` are substituted
+/// now, from `env`, and the result must be a name CloudFormation accepts (else an error showing it). An
+/// assembly's stacks: known now when the assembly is in the step's workspace and nothing upstream can change it
+/// before the step runs (`workspace` says where, or `None`), else when the node runs (after the step that
+/// synthesizes it).
+pub fn expand(
+    spec: &DeploySpec,
+    workspace: impl FnOnce() -> Option<std::path::PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Expansion, String> {
+    let written = spec;
+    let spec = &with_env_known(spec, env);
     if let Stacks::Assembly { dir, stage } = &spec.stacks {
-        if spec.account.contains("${") {
+        if spec.account.contains("${") || spec.region.contains("${") || stage.contains("${") {
             return Ok(Expansion::AtRunTime);
         }
         let Some(root) = assembly::at_plan_time(dir, workspace) else {
@@ -183,16 +257,32 @@ pub fn expand(spec: &DeploySpec, workspace: impl FnOnce() -> Option<std::path::P
         let stage = assembly::load_stage(&root, stage)?;
         return Ok(Expansion::Parts(assembly_parts(spec, &stage)?));
     }
-    Ok(Expansion::Parts(
-        stacks(spec)
-            .iter()
-            .map(|s| Part {
-                name: s.name.clone(),
-                needs: s.depends_on.clone(),
-                description: describe(spec, Some(&s.name)),
-            })
-            .collect(),
-    ))
+    let mut parts = Vec::new();
+    for (s, raw) in stacks(spec).iter().zip(stacks(written)) {
+        if s.name.contains("${") {
+            let mut missing = Vec::new();
+            subst::render(&raw.name, &EnvFn(env), &mut missing);
+            let why: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "stack name `{}`: {}; a stack name is its node's id, so it is substituted when planning",
+                raw.name,
+                why.join("; ")
+            ));
+        }
+        if !valid_stack_name(&s.name) {
+            return Err(format!(
+                "stack name `{}` (from `{}`) is not one CloudFormation accepts: it must start with a letter, use \
+                 only letters, digits and `-`, and have at most 128 characters",
+                s.name, raw.name
+            ));
+        }
+        parts.push(Part {
+            name: s.name.clone(),
+            needs: s.depends_on.clone(),
+            description: describe(spec, Some(&s.name)),
+        });
+    }
+    Ok(Expansion::Parts(parts))
 }
 
 /// The nodes of an assembly stage's stacks; every stack must be for this Deploy's account and region.
@@ -318,18 +408,244 @@ pub fn resolve_with_env(spec: &DeploySpec, env: &HashMap<String, String>) -> Res
     serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
-/// One line per change a change set would make: `+ Add  Bucket (AWS::S3::Bucket)`.
+/// How a parameter the template declares gets its value in one deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParameterValue {
+    /// Given by the pipeline (or the assembly's manifest).
+    Given(String),
+    /// Not given: the deployed stack's value is kept (`UsePreviousValue`, with `previous_parameters`); the value.
+    Previous(String),
+    /// Not given: the template's `Default` (not sent: CloudFormation applies it).
+    Default(String),
+}
+
+/// What one deployment asks of CloudFormation for a stack, whole: the template, the value of every parameter the
+/// template declares (given, kept from the deployed stack, or its Default), tags, capabilities, notification ARNs,
+/// execution role and termination protection. CreateStack, CreateChangeSet and UpdateStack are built from it, and
+/// the up-to-date shortcut and `plan --diff` compare it with the deployed stack, so all three agree.
+#[derive(Debug, Clone)]
+pub struct StackRequest {
+    pub body: String,
+    pub template: Template,
+    pub parameters: BTreeMap<String, ParameterValue>,
+    /// Declared `NoEcho`: CloudFormation shows `****`, so their deployed values cannot be compared.
+    no_echo: BTreeSet<String>,
+    pub tags: BTreeMap<String, String>,
+    pub capabilities: BTreeSet<String>,
+    /// `None`: a deployed stack keeps its topics (the request leaves NotificationARNs out).
+    pub notification_arns: Option<BTreeSet<String>>,
+    /// The execution role (`RoleARN`); `None`: a deployed stack keeps its role.
+    pub role: Option<String>,
+    pub termination_protection: bool,
+}
+
+/// What can be checked of a stack's parameters without AWS (CloudFormation refuses both): parameters given that
+/// the template does not declare, and (unless `previous` may keep a deployed value) declared parameters with no
+/// value and no Default.
+pub fn check_parameters(stack: &StackSpec, template: &Template, previous: bool) -> Vec<String> {
+    let declared = template.parameters();
+    let mut problems = Vec::new();
+    for name in stack.parameters.keys().filter(|n| !declared.contains_key(*n)) {
+        let hint = engine::validate::closest(name, declared.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        let names: Vec<&str> = declared.keys().map(String::as_str).collect();
+        let declares =
+            if names.is_empty() { "it declares none".to_string() } else { format!("it declares {}", names.join(", ")) };
+        problems.push(format!(
+            "stack {}: parameter `{name}` is given, but template {} does not declare it ({declares}){hint}",
+            stack.name, stack.template
+        ));
+    }
+    if !previous {
+        for (name, d) in &declared {
+            if d.default.is_none() && !stack.parameters.contains_key(name) {
+                problems.push(format!(
+                    "stack {}: parameter `{name}` of template {} has no Default and is not given a value",
+                    stack.name, stack.template
+                ));
+            }
+        }
+    }
+    problems
+}
+
+impl StackRequest {
+    /// The request for `stack` from its template's text, given what is deployed (`None`: a new stack). Errors: a
+    /// template that does not parse, a parameter given that it does not declare, or one with no value at all.
+    pub fn new(spec: &DeploySpec, stack: &StackSpec, body: String, deployed: Option<&Stack>) -> Result<Self, String> {
+        let template = Template::parse(&body).map_err(|e| format!("template {}: {e}", stack.template))?;
+        let problems = check_parameters(stack, &template, true);
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let kept: HashMap<&str, &str> = deployed
+            .filter(|_| spec.previous_parameters)
+            .map(|d| d.parameters().iter().filter_map(|p| Some((p.parameter_key()?, p.parameter_value()?))).collect())
+            .unwrap_or_default();
+        let mut parameters = BTreeMap::new();
+        let mut no_echo = BTreeSet::new();
+        let mut missing = Vec::new();
+        for (name, declared) in template.parameters() {
+            let value = match (stack.parameters.get(&name), kept.get(name.as_str()), &declared.default) {
+                (Some(v), _, _) => ParameterValue::Given(v.clone()),
+                (None, Some(v), _) => ParameterValue::Previous(v.to_string()),
+                (None, None, Some(d)) => ParameterValue::Default(d.clone()),
+                (None, None, None) => {
+                    missing.push(name);
+                    continue;
+                }
+            };
+            if declared.no_echo {
+                no_echo.insert(name.clone());
+            }
+            parameters.insert(name, value);
+        }
+        if !missing.is_empty() {
+            let deployed = if deployed.is_none() {
+                "the stack is new"
+            } else if spec.previous_parameters {
+                "the deployed stack has none"
+            } else {
+                "previous values are not kept (`previous_parameters: false`)"
+            };
+            return Err(format!(
+                "stack {}: parameter{} `{}` of template {} ha{} no Default and no value given, and {deployed}: \
+                 CloudFormation would refuse it",
+                stack.name,
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join("`, `"),
+                stack.template,
+                if missing.len() == 1 { "s" } else { "ve" },
+            ));
+        }
+        Ok(StackRequest {
+            body,
+            template,
+            parameters,
+            no_echo,
+            tags: stack.tags.clone(),
+            capabilities: stack.capabilities.iter().cloned().collect(),
+            notification_arns: stack.notification_arns.as_ref().map(|n| n.iter().cloned().collect()),
+            role: spec.execution_role.clone(),
+            termination_protection: stack.termination_protection,
+        })
+    }
+
+    /// The request's parameters: given values, `UsePreviousValue` for kept ones, nothing for Defaults.
+    fn sdk_parameters(&self) -> Vec<Parameter> {
+        self.parameters
+            .iter()
+            .filter_map(|(k, v)| match v {
+                ParameterValue::Given(v) => Some(Parameter::builder().parameter_key(k).parameter_value(v).build()),
+                ParameterValue::Previous(_) => {
+                    Some(Parameter::builder().parameter_key(k).use_previous_value(true).build())
+                }
+                ParameterValue::Default(_) => None,
+            })
+            .collect()
+    }
+
+    fn sdk_tags(&self) -> Vec<Tag> {
+        self.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+    }
+
+    /// What a deployment of this request would change in `deployed` besides its template: parameters (given or
+    /// defaulted values that differ), tags added, removed or changed, capabilities, notification ARNs, execution
+    /// role, termination protection. Lines like `~ Parameter Env: staging -> dev (its Default)`; a `?` line is
+    /// something that cannot be compared (a NoEcho parameter). Empty: nothing but the template can differ.
+    pub fn differences(&self, deployed: &Stack) -> Vec<String> {
+        let mut lines = Vec::new();
+        let params: HashMap<&str, &str> =
+            deployed.parameters().iter().filter_map(|p| Some((p.parameter_key()?, p.parameter_value()?))).collect();
+        for (name, value) in &self.parameters {
+            let (value, how) = match value {
+                ParameterValue::Previous(_) => continue,
+                ParameterValue::Given(v) => (v, ""),
+                ParameterValue::Default(v) => (v, " (its Default)"),
+            };
+            let now = params.get(name.as_str()).copied();
+            if self.no_echo.contains(name) {
+                lines.push(format!("? Parameter {name}: NoEcho, its deployed value cannot be compared"));
+            } else if now != Some(value.as_str()) {
+                lines.push(format!("~ Parameter {name}: {} -> {value}{how}", now.unwrap_or("(none)")));
+            }
+        }
+        let tags: BTreeMap<&str, &str> = deployed.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+        for (k, v) in &self.tags {
+            match tags.get(k.as_str()) {
+                None => lines.push(format!("+ Tag {k}={v}")),
+                Some(old) if old != v => lines.push(format!("~ Tag {k}: {old} -> {v}")),
+                Some(_) => {}
+            }
+        }
+        for k in tags.keys().filter(|k| !self.tags.contains_key(**k)) {
+            lines.push(format!("- Tag {k}"));
+        }
+        let list = |set: &BTreeSet<String>| {
+            if set.is_empty() {
+                "none".to_string()
+            } else {
+                set.iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        };
+        // Capabilities only acknowledge what a template needs; they are compared with what the stack reports it
+        // was deployed with, when it reports any (moto reports none ever).
+        let capabilities: BTreeSet<String> = deployed.capabilities().iter().map(|c| c.as_str().to_string()).collect();
+        if !capabilities.is_empty() && capabilities != self.capabilities {
+            lines.push(format!("~ Capabilities: {} -> {}", list(&capabilities), list(&self.capabilities)));
+        }
+        if let Some(arns) = &self.notification_arns {
+            let now: BTreeSet<String> = deployed.notification_arns().iter().cloned().collect();
+            if &now != arns {
+                lines.push(format!("~ Notification ARNs: {} -> {}", list(&now), list(arns)));
+            }
+        }
+        if let Some(role) = &self.role {
+            if deployed.role_arn() != Some(role.as_str()) {
+                lines.push(format!("~ Execution role: {} -> {role}", deployed.role_arn().unwrap_or("none")));
+            }
+        }
+        let protected = deployed.enable_termination_protection().unwrap_or(false);
+        if protected != self.termination_protection {
+            let on_off = |b: bool| if b { "on" } else { "off" };
+            lines.push(format!(
+                "~ Termination protection: {} -> {}",
+                on_off(protected),
+                on_off(self.termination_protection)
+            ));
+        }
+        lines
+    }
+}
+
+/// A stack settled in a state a change set can start from and the shortcut can trust.
+fn settled(stack: &Stack) -> bool {
+    matches!(
+        stack.stack_status(),
+        Some(StackStatus::CreateComplete | StackStatus::UpdateComplete | StackStatus::ImportComplete)
+    )
+}
+
+/// What `plan --diff` found for one stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackDiff {
     pub node: String,
     pub target: String,
-    /// `None`: the stack does not exist yet.
+    /// `false`: the stack does not exist yet.
     pub exists: bool,
+    /// One line per change: the change set's resource changes (`+ Add    Bucket (AWS::S3::Bucket)`), then the
+    /// template's other sections (`+ Output QueueArn`) and the rest of the request (`~ Tag team: a -> b`). Empty:
+    /// a run would change nothing.
     pub changes: Vec<String>,
 }
 
-/// `plan --diff` for one stack: create a change set (CREATE for a new stack, UPDATE otherwise), read its
-/// changes, and delete it (and the REVIEW_IN_PROGRESS stack a CREATE change set leaves) without executing.
+/// `plan --diff` for one stack: create a change set from the same request a run would make (CREATE for a new
+/// stack, UPDATE otherwise), read its resource changes, and delete it (and the REVIEW_IN_PROGRESS stack a CREATE
+/// change set leaves) without executing. For an existing stack, what the change set does not list is added: the
+/// template's other sections against the deployed template (GetTemplate), and parameters, tags, capabilities,
+/// notification ARNs, role and termination protection against the deployed stack. So "no changes" means a run
+/// would change nothing.
 pub async fn diff(
     spec: &DeploySpec,
     stack: &StackSpec,
@@ -342,38 +658,29 @@ pub async fn diff(
         format!("cannot read template {} ({e}); if an upstream step builds it, run that step first", path.display())
     })?;
     let cfn = session.cloudformation();
-    let exists = match cfn.describe_stacks().stack_name(&stack.name).send().await {
-        Ok(out) => out.stacks().first().is_some_and(|s| {
-            !matches!(s.stack_status(), Some(StackStatus::ReviewInProgress | StackStatus::DeleteComplete))
-        }),
-        Err(e) if e.message().unwrap_or_default().contains("does not exist") => false,
-        Err(e) => return Err(format!("DescribeStacks of {} failed: {}", stack.name, aws_reason(&e))),
-    };
-    let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-    let name = format!("runner-diff-{millis}");
-    let kind = if exists { ChangeSetType::Update } else { ChangeSetType::Create };
-    let params: Vec<Parameter> = stack
-        .parameters
-        .iter()
-        .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
-        .collect();
-    let caps: Vec<Capability> = stack.capabilities.iter().map(|c| Capability::from(c.as_str())).collect();
-    let mut req = cfn
-        .create_change_set()
-        .stack_name(&stack.name)
-        .change_set_name(&name)
-        .change_set_type(kind)
-        .set_parameters(Some(params))
-        .set_capabilities(Some(caps))
-        .set_role_arn(spec.execution_role.clone());
-    req = if body.len() <= TEMPLATE_BODY_LIMIT {
-        req.template_body(body)
-    } else {
+    let deployed =
+        match cfn.describe_stacks().stack_name(&stack.name).send().await {
+            Ok(out) => out.stacks().first().cloned().filter(|s| {
+                !matches!(s.stack_status(), Some(StackStatus::ReviewInProgress | StackStatus::DeleteComplete))
+            }),
+            Err(e) if e.message().unwrap_or_default().contains("does not exist") => None,
+            Err(e) => return Err(format!("DescribeStacks of {} failed: {}", stack.name, aws_reason(&e))),
+        };
+    let exists = deployed.is_some();
+    let request = StackRequest::new(spec, stack, body, deployed.as_ref())?;
+    if request.body.len() > TEMPLATE_BODY_LIMIT {
         return Err(format!(
             "template {} is over the {TEMPLATE_BODY_LIMIT}-byte body limit: --diff previews only smaller templates",
             path.display()
         ));
-    };
+    }
+    let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let name = format!("{DIFF_CHANGE_SET_PREFIX}{millis}");
+    let kind = if exists { ChangeSetType::Update } else { ChangeSetType::Create };
+    let req =
+        stack_request!(cfn.create_change_set(), &stack.name, &request, TemplateSource::Body(request.body.clone()))
+            .change_set_name(&name)
+            .change_set_type(kind);
     let target = format!("aws://{}/{}", spec.account, spec.region);
     let mut changes = Vec::new();
     let created = req.send().await;
@@ -388,26 +695,24 @@ pub async fn diff(
                     Err(e) => break Err(format!("DescribeChangeSet failed: {}", aws_reason(&e))),
                     Ok(cs) => match cs.status() {
                         Some(ChangeSetStatus::CreateComplete) => {
-                            for c in cs.changes() {
-                                if let Some(r) = c.resource_change() {
-                                    let action = r.action().map(|a| a.as_str()).unwrap_or("?");
-                                    let mark = match action {
-                                        "Add" => "+",
-                                        "Remove" => "-",
-                                        _ => "~",
-                                    };
-                                    let replacement = match r.replacement().map(|x| x.as_str()) {
-                                        Some("True") => ", replacement: yes",
-                                        Some("Conditional") => ", replacement: maybe",
-                                        _ => "",
-                                    };
-                                    changes.push(format!(
-                                        "{mark} {action:<6} {} ({}{replacement})",
-                                        r.logical_resource_id().unwrap_or("?"),
-                                        r.resource_type().unwrap_or("?")
-                                    ));
-                                }
-                            }
+                            changes.extend(cs.changes().iter().filter_map(|c| c.resource_change()).map(|r| {
+                                let action = r.action().map(|a| a.as_str()).unwrap_or("?");
+                                let mark = match action {
+                                    "Add" => "+",
+                                    "Remove" => "-",
+                                    _ => "~",
+                                };
+                                let replacement = match r.replacement().map(|x| x.as_str()) {
+                                    Some("True") => ", replacement: yes",
+                                    Some("Conditional") => ", replacement: maybe",
+                                    _ => "",
+                                };
+                                format!(
+                                    "{mark} {action:<6} {} ({}{replacement})",
+                                    r.logical_resource_id().unwrap_or("?"),
+                                    r.resource_type().unwrap_or("?")
+                                )
+                            }));
                             break Ok(());
                         }
                         Some(ChangeSetStatus::Failed) => {
@@ -432,7 +737,33 @@ pub async fn diff(
     if !exists {
         let _ = cfn.delete_stack().stack_name(&stack.name).send().await;
     }
-    result.map(|()| StackDiff { node: node.to_string(), target, exists, changes })
+    result?;
+    if let Some(deployed) = &deployed {
+        let listed_resources = !changes.is_empty();
+        let original = cfn
+            .get_template()
+            .stack_name(&stack.name)
+            .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+            .send()
+            .await
+            .map_err(|e| format!("GetTemplate of {} failed: {}", stack.name, aws_reason(&e)))?;
+        let old_body = original.template_body().unwrap_or_default();
+        if old_body != request.body {
+            match Template::parse(old_body) {
+                // Resources too when the change set listed none: a template change it did not show is still one.
+                Ok(old) => {
+                    let sections = request.template.section_changes(&old, !listed_resources);
+                    if sections.is_empty() && !listed_resources {
+                        changes.push("~ Template (formatting only: the same sections)".to_string());
+                    }
+                    changes.extend(sections);
+                }
+                Err(e) => changes.push(format!("~ Template (the deployed one cannot be read: {e})")),
+            }
+        }
+        changes.extend(request.differences(deployed));
+    }
+    Ok(StackDiff { node: node.to_string(), target, exists, changes })
 }
 
 /// A Deploy step's node, ready to run one stack.
@@ -480,8 +811,16 @@ impl DeployStep {
         }
         let Some(name) = ctx.part.as_deref() else {
             let parts = assembly_parts(&self.spec, &stage).map_err(StepError::invalid)?;
+            let nested = if stage.nested.is_empty() {
+                String::new()
+            } else {
+                format!(", with those of its nested stages {}", stage.nested.join(", "))
+            };
             ctx.events
-                .log(Stream::Runner, format!("stage {} of {} has {} stacks", stage.name, root.display(), parts.len()))
+                .log(
+                    Stream::Runner,
+                    format!("stage {} of {} has {} stacks{nested}", stage.name, root.display(), parts.len()),
+                )
                 .await;
             return Ok(NodeSuccess { expansion: parts, ..Default::default() });
         };
@@ -527,6 +866,7 @@ pub fn assembly_stack(spec: &DeploySpec, artifact: &assembly::StackArtifact) -> 
         tags: artifact.tags.clone(),
         capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         termination_protection: artifact.termination_protection,
+        notification_arns: artifact.notification_arns.clone(),
         depends_on: artifact.depends_on.clone(),
     };
     (spec, stack)
@@ -627,24 +967,6 @@ async fn published_template(
 }
 
 /// Where a template goes in the request.
-/// A CreateStack, CreateChangeSet or UpdateStack request with what all three say of the stack: its name,
-/// parameters, tags, capabilities, execution role and template. A macro: the SDK's three builders share these
-/// methods but no trait.
-macro_rules! stack_request {
-    ($deployment:expr, $builder:expr, $template:expr) => {{
-        let req = $builder
-            .stack_name($deployment.name())
-            .set_parameters(Some($deployment.parameters()))
-            .set_tags(Some($deployment.tags()))
-            .set_capabilities(Some($deployment.capabilities()))
-            .set_role_arn($deployment.spec.execution_role.clone());
-        match $template {
-            TemplateSource::Body(b) => req.template_body(b),
-            TemplateSource::Url(u) => req.template_url(u),
-        }
-    }};
-}
-
 enum TemplateSource {
     Body(String),
     Url(String),
@@ -681,12 +1003,20 @@ impl StackDeployment<'_> {
         let body = std::fs::read_to_string(&path).map_err(|e| {
             StepError::invalid(format!("cannot read template {} of stack {}: {e}", path.display(), self.name()))
         })?;
-        let resources = count_resources(&body);
         let existing = self.prepare().await?;
+        let request = StackRequest::new(self.spec, self.stack, body, existing.as_ref()).map_err(StepError::invalid)?;
+        for (name, value) in &request.parameters {
+            if let ParameterValue::Previous(v) = value {
+                let shown = if request.no_echo.contains(name) { "****" } else { v.as_str() };
+                self.log(format!("parameter {name} keeps its deployed value ({shown}): not given")).await;
+            }
+        }
+        let resources = Some(request.template.resource_count());
         if let Some(stack) = existing.as_ref().filter(|_| !self.ctx.force) {
-            if self.matches_deployed(stack, &body).await? {
+            if self.matches_deployed(stack, &request).await? {
                 self.log(format!(
-                    "stack {} already has this template, parameters and tags: nothing to do (no change set)",
+                    "stack {} already runs this template with these parameters, tags, capabilities, role and \
+                     termination protection: nothing to do (no change set)",
                     self.name()
                 ))
                 .await;
@@ -695,30 +1025,38 @@ impl StackDeployment<'_> {
         }
         let template = match &self.template_url {
             Some(url) => TemplateSource::Url(url.clone()),
-            None => self.template_source(body).await?,
+            None => self.template_source(request.body.clone()).await?,
         };
         let status = existing.as_ref().and_then(|s| s.stack_status().cloned());
-        let outcome = match status {
-            None => self.create(&template, resources).await?,
+        let mut outcome = match status {
+            None => self.create(&request, &template, resources).await?,
             Some(_) => match self.spec.method {
-                DeployMethod::ChangeSet => self.update_by_change_set(&template, resources).await?,
-                DeployMethod::Direct => self.update_directly(&template, resources).await?,
+                DeployMethod::ChangeSet => self.update_by_change_set(&request, &template, resources).await?,
+                DeployMethod::Direct => self.update_directly(&request, &template, resources).await?,
             },
         };
         let stack = self
             .describe()
             .await?
             .ok_or_else(|| StepError::failed(format!("stack {} is gone after its deployment", self.name())))?;
-        if stack.enable_termination_protection() != Some(self.stack.termination_protection) && status.is_some() {
+        if stack.enable_termination_protection().unwrap_or(false) != request.termination_protection && status.is_some()
+        {
+            self.log(format!(
+                "turning termination protection {} for stack {}",
+                if request.termination_protection { "on" } else { "off" },
+                self.name()
+            ))
+            .await;
             self.call(
                 self.cfn
                     .update_termination_protection()
                     .stack_name(self.name())
-                    .enable_termination_protection(self.stack.termination_protection)
+                    .enable_termination_protection(request.termination_protection)
                     .send(),
                 "UpdateTerminationProtection",
             )
             .await?;
+            outcome = Status::Succeeded;
         }
         Ok(self.success(outcome, &stack).await)
     }
@@ -736,27 +1074,25 @@ impl StackDeployment<'_> {
         NodeSuccess { status: Some(status), outputs, ..Default::default() }
     }
 
-    /// Whether the stack already runs exactly this: same template (GetTemplate, as submitted), parameters, tags,
-    /// execution role and termination protection, in a settled state. Then the change set round trip is skipped.
-    async fn matches_deployed(&self, stack: &Stack, body: &str) -> Result<bool, StepError> {
-        let settled = matches!(
-            stack.stack_status(),
-            Some(StackStatus::CreateComplete | StackStatus::UpdateComplete | StackStatus::ImportComplete)
-        );
-        if !settled {
+    /// Whether the stack, settled, already runs exactly this request: nothing differs (parameters given, kept or
+    /// defaulted; tags; capabilities; notification ARNs; role; termination protection) and its template is this
+    /// one (GetTemplate, as submitted). Then the change set round trip is skipped; anything not proven equal goes
+    /// through a change set.
+    async fn matches_deployed(&self, stack: &Stack, request: &StackRequest) -> Result<bool, StepError> {
+        if !settled(stack) {
             return Ok(false);
         }
-        let deployed: HashMap<&str, &str> =
-            stack.parameters().iter().filter_map(|p| Some((p.parameter_key()?, p.parameter_value()?))).collect();
-        if self.stack.parameters.iter().any(|(k, v)| deployed.get(k.as_str()) != Some(&v.as_str())) {
+        if request.template.value.get("Transform").is_some() {
+            self.log(format!(
+                "stack {}: its template has a Transform, whose output cannot be compared without CloudFormation",
+                self.name()
+            ))
+            .await;
             return Ok(false);
         }
-        let tags: HashMap<&str, &str> = stack.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
-        let wanted: HashMap<&str, &str> = self.stack.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if tags != wanted
-            || stack.role_arn() != self.spec.execution_role.as_deref()
-            || stack.enable_termination_protection().unwrap_or(false) != self.stack.termination_protection
-        {
+        let differences = request.differences(stack);
+        if !differences.is_empty() {
+            self.log(format!("stack {} differs from this request: {}", self.name(), differences.join("; "))).await;
             return Ok(false);
         }
         let template = self
@@ -769,10 +1105,12 @@ impl StackDeployment<'_> {
                 "GetTemplate",
             )
             .await?;
-        Ok(template.template_body() == Some(body))
+        Ok(template.template_body() == Some(request.body.as_str()))
     }
 
     /// The stack's current status after clearing states that block a deployment; `None`: it must be created.
+    /// Change sets runner made and no longer needs (an earlier run stopped between creating and executing one,
+    /// e.g. by SIGKILL) are deleted on the way.
     async fn prepare(&self) -> Result<Option<Stack>, StepError> {
         let Some(mut stack) = self.describe().await? else { return Ok(None) };
         let mut status = stack.stack_status().cloned().unwrap_or(StackStatus::CreateComplete);
@@ -792,7 +1130,19 @@ impl StackDeployment<'_> {
                     status.as_str()
                 ))
                 .await;
-                self.call(self.cfn.delete_stack().stack_name(self.name()).send(), "DeleteStack").await?;
+                let log = AttemptLog::default();
+                self.call_logged(
+                    self.cfn
+                        .delete_stack()
+                        .stack_name(self.name())
+                        .client_request_token(self.token("delete"))
+                        .customize()
+                        .interceptor(log.clone())
+                        .send(),
+                    "DeleteStack",
+                    &log,
+                )
+                .await?;
                 let end = self.wait(SystemTime::now(), 0).await?;
                 if end.status != StackStatus::DeleteComplete {
                     return Err(self.failure("delete", &end));
@@ -807,17 +1157,78 @@ impl StackDeployment<'_> {
                     s.as_str()
                 )))
             }
-            _ => Ok(Some(stack)),
+            _ => {
+                self.remove_orphaned_change_sets().await;
+                Ok(Some(stack))
+            }
         }
     }
 
-    async fn create(&self, template: &TemplateSource, resources: Option<u64>) -> Result<Status, StepError> {
+    /// Delete the change sets of the stack runner created and no longer needs: every `runner-<ms>-<attempt>` one
+    /// (a deployment executes or deletes its change set before it ends, and one run of a pipeline at a time
+    /// deploys its stacks, so one still there was left by a run that was stopped), and `plan --diff` previews
+    /// (`runner-diff-<ms>`) older than [`ORPHANED_DIFF_AFTER`]. Others' change sets are left alone. Best effort:
+    /// a listing or deletion that fails is logged and the deployment goes on.
+    async fn remove_orphaned_change_sets(&self) {
+        let mut token = None;
+        let mut orphans = Vec::new();
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        loop {
+            let page =
+                match self.cfn.list_change_sets().stack_name(self.name()).set_next_token(token.take()).send().await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        self.log(format!("cannot list the change sets of stack {}: {}", self.name(), aws_reason(&e)))
+                            .await;
+                        return;
+                    }
+                };
+            for cs in page.summaries() {
+                let Some(name) = cs.change_set_name() else { continue };
+                if orphaned_change_set(name, now) {
+                    let status = cs.status().map(|s| s.as_str()).unwrap_or("?").to_string();
+                    orphans.push((name.to_string(), status));
+                }
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        for (name, status) in orphans {
+            match self.cfn.delete_change_set().stack_name(self.name()).change_set_name(&name).send().await {
+                Ok(_) => self.log(format!("deleted change set {name} ({status}), left by an earlier run")).await,
+                Err(e) => {
+                    self.log(format!("cannot delete the change set {name} left by an earlier run: {}", aws_reason(&e)))
+                        .await
+                }
+            }
+        }
+    }
+
+    /// A ClientRequestToken for one call of this attempt of this node: the same for the SDK's retries of that
+    /// request (so CloudFormation does not act twice), another for the next attempt. `runner-<hash>`, within
+    /// CloudFormation's `[a-zA-Z][-a-zA-Z0-9]*`, 128 characters.
+    fn token(&self, call: &str) -> String {
+        let seed = format!("{}\n{}\n{}\n{call}", self.ctx.run_id, self.ctx.node, self.ctx.attempt);
+        let hash = format!("{:x}", Sha256::digest(seed.as_bytes()));
+        format!("runner-{call}-{}-{}", self.ctx.attempt, &hash[..32])
+    }
+
+    async fn create(
+        &self,
+        request: &StackRequest,
+        template: &TemplateSource,
+        resources: Option<u64>,
+    ) -> Result<Status, StepError> {
         self.log(format!("creating stack {}", self.name())).await;
         let started = SystemTime::now();
-        let req = stack_request!(self, self.cfn.create_stack(), template)
-            .enable_termination_protection(self.stack.termination_protection)
-            .on_failure(OnFailure::Rollback);
-        self.call(req.send(), "CreateStack").await?;
+        let log = AttemptLog::default();
+        let req = stack_request!(self.cfn.create_stack(), self.name(), request, template)
+            .enable_termination_protection(request.termination_protection)
+            .on_failure(OnFailure::Rollback)
+            .client_request_token(self.token("create"));
+        self.call_logged(req.customize().interceptor(log.clone()).send(), "CreateStack", &log).await?;
         let end = self.wait(started, resources.unwrap_or(0)).await?;
         if end.status == StackStatus::CreateComplete {
             Ok(Status::Succeeded)
@@ -828,12 +1239,13 @@ impl StackDeployment<'_> {
 
     async fn update_by_change_set(
         &self,
+        request: &StackRequest,
         template: &TemplateSource,
         resources: Option<u64>,
     ) -> Result<Status, StepError> {
         let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-        let change_set = format!("runner-{millis}-{}", self.ctx.attempt);
-        let req = stack_request!(self, self.cfn.create_change_set(), template)
+        let change_set = format!("{CHANGE_SET_PREFIX}{millis}-{}", self.ctx.attempt);
+        let req = stack_request!(self.cfn.create_change_set(), self.name(), request, template)
             .change_set_name(&change_set)
             .change_set_type(ChangeSetType::Update);
         if let Err(e) = req.send().await {
@@ -893,9 +1305,18 @@ impl StackDeployment<'_> {
         }
         let started = SystemTime::now();
         self.log(format!("executing change set {change_set}")).await;
-        self.call(
-            self.cfn.execute_change_set().stack_name(self.name()).change_set_name(&change_set).send(),
+        let log = AttemptLog::default();
+        self.call_logged(
+            self.cfn
+                .execute_change_set()
+                .stack_name(self.name())
+                .change_set_name(&change_set)
+                .client_request_token(self.token("execute"))
+                .customize()
+                .interceptor(log.clone())
+                .send(),
             "ExecuteChangeSet",
+            &log,
         )
         .await?;
         let end = self.wait(started, resources.unwrap_or(0)).await?;
@@ -906,15 +1327,26 @@ impl StackDeployment<'_> {
         }
     }
 
-    async fn update_directly(&self, template: &TemplateSource, resources: Option<u64>) -> Result<Status, StepError> {
+    async fn update_directly(
+        &self,
+        request: &StackRequest,
+        template: &TemplateSource,
+        resources: Option<u64>,
+    ) -> Result<Status, StepError> {
         let started = SystemTime::now();
-        let req = stack_request!(self, self.cfn.update_stack(), template);
-        if let Err(e) = req.send().await {
+        let log = AttemptLog::default();
+        let req = stack_request!(self.cfn.update_stack(), self.name(), request, template)
+            .client_request_token(self.token("update"));
+        if let Err(e) = req.customize().interceptor(log.clone()).send().await {
             if no_changes(e.message().unwrap_or_default()) {
                 self.log(format!("stack {} is up to date: no updates are to be performed", self.name())).await;
                 return Ok(Status::Unchanged);
             }
-            return Err(StepError::failed(format!("UpdateStack of {} failed: {}", self.name(), aws_reason(&e))));
+            return Err(StepError::failed(format!(
+                "UpdateStack of {} failed: {}",
+                self.name(),
+                log.explain(aws_reason(&e))
+            )));
         }
         let end = self.wait(started, resources.unwrap_or(0)).await?;
         if end.status == StackStatus::UpdateComplete {
@@ -1050,6 +1482,22 @@ impl StackDeployment<'_> {
         }
     }
 
+    /// A call that is not idempotent (sent with a ClientRequestToken, its attempts logged): its failure quotes the
+    /// first attempt's error.
+    async fn call_logged<T, E>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, aws_sdk_cloudformation::error::SdkError<E, HttpResponse>>>,
+        action: &str,
+        log: &AttemptLog,
+    ) -> Result<T, StepError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        fut.await.map_err(|e| {
+            StepError::failed(format!("{action} for stack {} failed: {}", self.name(), log.explain(aws_reason(&e))))
+        })
+    }
+
     async fn call<T, E>(
         &self,
         fut: impl std::future::Future<Output = Result<T, aws_sdk_cloudformation::error::SdkError<E, HttpResponse>>>,
@@ -1060,22 +1508,6 @@ impl StackDeployment<'_> {
     {
         fut.await
             .map_err(|e| StepError::failed(format!("{action} for stack {} failed: {}", self.name(), aws_reason(&e))))
-    }
-
-    fn parameters(&self) -> Vec<Parameter> {
-        self.stack
-            .parameters
-            .iter()
-            .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
-            .collect()
-    }
-
-    fn tags(&self) -> Vec<Tag> {
-        self.stack.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
-    }
-
-    fn capabilities(&self) -> Vec<Capability> {
-        self.stack.capabilities.iter().map(|c| Capability::from(c.as_str())).collect()
     }
 
     /// The template in the request body, or uploaded to the assets bucket when over the body limit.
@@ -1112,6 +1544,26 @@ pub fn template_url(endpoint: Option<&str>, bucket: &str, key: &str, region: &st
     }
 }
 
+/// The names of the change sets a deployment makes: `runner-<ms>-<attempt>`.
+const CHANGE_SET_PREFIX: &str = "runner-";
+/// The names of the change sets `plan --diff` makes: `runner-diff-<ms>`.
+const DIFF_CHANGE_SET_PREFIX: &str = "runner-diff-";
+/// A `plan --diff` preview lives for seconds; one older than this was left by a preview that was stopped.
+pub const ORPHANED_DIFF_AFTER: Duration = Duration::from_secs(600);
+
+/// Whether a change set named `name` is one runner made and no longer needs, `now` since the Unix epoch.
+fn orphaned_change_set(name: &str, now: Duration) -> bool {
+    if let Some(millis) = name.strip_prefix(DIFF_CHANGE_SET_PREFIX) {
+        return millis
+            .parse::<u64>()
+            .is_ok_and(|ms| now.saturating_sub(Duration::from_millis(ms)) > ORPHANED_DIFF_AFTER);
+    }
+    let Some(rest) = name.strip_prefix(CHANGE_SET_PREFIX) else { return false };
+    let mut parts = rest.split('-');
+    let numbers = parts.by_ref().take(2).filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())).count();
+    numbers == 2 && parts.next().is_none()
+}
+
 /// AWS's ways of saying a change would change nothing.
 fn no_changes(reason: &str) -> bool {
     reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
@@ -1126,41 +1578,87 @@ async fn pause(stop: &StopSignal, delay: Duration) -> Result<(), StepError> {
     }
 }
 
-/// Number of resources a template declares (JSON, or YAML's top-level `Resources:` block), for progress.
-pub fn count_resources(template: &str) -> Option<u64> {
-    if template.trim_start().starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(template).ok()?;
-        return Some(v.get("Resources")?.as_object()?.len() as u64);
-    }
-    let mut lines = template.lines().skip_while(|l| !l.starts_with("Resources:"));
-    lines.next()?;
-    let mut indent = None;
-    let mut count = 0;
-    for line in lines {
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let depth = line.len() - line.trim_start().len();
-        if depth == 0 {
-            break;
-        }
-        let indent = *indent.get_or_insert(depth);
-        if depth == indent && line.trim_end().ends_with(':') {
-            count += 1;
-        }
-    }
-    Some(count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn counts_resources_of_yaml_and_json_templates() {
-        let yaml = "AWSTemplateFormatVersion: '2010-09-09'\nResources:\n  A:\n    Type: X\n    Properties:\n      B: 1\n  C:\n    Type: Y\nOutputs:\n  O:\n    Value: 1\n";
-        assert_eq!(count_resources(yaml), Some(2));
-        assert_eq!(count_resources(r#"{"Resources": {"A": {}, "B": {}, "C": {}}}"#), Some(3));
+    fn the_request_is_compared_whole_with_the_deployed_stack() {
+        use aws_sdk_cloudformation::types::{Capability, Parameter as P, Tag as T};
+        let spec = DeploySpec {
+            account: "111111111111".into(),
+            region: "us-east-1".into(),
+            role: DeployRole::Bootstrap,
+            qualifier: None,
+            external_id: None,
+            execution_role: None,
+            assets_bucket: None,
+            method: DeployMethod::ChangeSet,
+            previous_parameters: true,
+            stacks: Stacks::Listed(vec![]),
+        };
+        let body = "Parameters:\n  Env:\n    Type: String\n    Default: dev\n  Key:\n    Type: String\n    NoEcho: true\nResources: {}\n";
+        let deployed = Stack::builder()
+            .stack_name("S")
+            .creation_time(aws_smithy_types::DateTime::from_secs(0))
+            .stack_status(StackStatus::UpdateComplete)
+            .parameters(P::builder().parameter_key("Env").parameter_value("staging").build())
+            .parameters(P::builder().parameter_key("Key").parameter_value("****").build())
+            .tags(T::builder().key("team").value("data").build())
+            .capabilities(Capability::CapabilityIam)
+            .enable_termination_protection(false)
+            .build();
+        let stack = StackSpec { name: "S".into(), template: "s.yaml".into(), ..Default::default() };
+        // Nothing given: Env and Key keep their values; the tag is removed, the capability dropped.
+        let request = StackRequest::new(&spec, &stack, body.into(), Some(&deployed)).unwrap();
+        assert_eq!(request.parameters["Env"], ParameterValue::Previous("staging".into()));
+        assert_eq!(request.differences(&deployed), ["- Tag team", "~ Capabilities: CAPABILITY_IAM -> none"]);
+        // Given: a NoEcho value cannot be compared; termination protection and a role count.
+        let stack = StackSpec {
+            parameters: [("Key".to_string(), "k".to_string())].into(),
+            tags: [("team".to_string(), "data".to_string())].into(),
+            capabilities: vec!["CAPABILITY_IAM".into()],
+            termination_protection: true,
+            ..stack
+        };
+        let spec = DeploySpec { execution_role: Some("arn:aws:iam::111111111111:role/x".into()), ..spec };
+        let request = StackRequest::new(&spec, &stack, body.into(), Some(&deployed)).unwrap();
+        assert_eq!(
+            request.differences(&deployed),
+            [
+                "? Parameter Key: NoEcho, its deployed value cannot be compared",
+                "~ Execution role: none -> arn:aws:iam::111111111111:role/x",
+                "~ Termination protection: off -> on"
+            ]
+        );
+        // A new stack: a parameter with no Default must be given.
+        let e =
+            StackRequest::new(&spec, &StackSpec { parameters: Default::default(), ..stack.clone() }, body.into(), None)
+                .unwrap_err();
+        assert!(e.contains("parameter `Key`") && e.contains("the stack is new"), "{e}");
+        let e = StackRequest::new(
+            &spec,
+            &StackSpec { parameters: [("Nope".to_string(), "1".to_string())].into(), ..stack },
+            body.into(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("parameter `Nope` is given, but template s.yaml does not declare it (it declares Env, Key)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_change_sets_runner_made_and_left_behind_are_orphans() {
+        let now = Duration::from_millis(1_800_000_000_000);
+        assert!(orphaned_change_set("runner-1799999999000-1", now));
+        assert!(orphaned_change_set("runner-1799999999000-12", now));
+        assert!(!orphaned_change_set("runner-release", now), "someone else's name");
+        assert!(!orphaned_change_set("runner-1-2-3", now));
+        assert!(!orphaned_change_set("mine", now));
+        assert!(!orphaned_change_set("runner-diff-1799999999000", now), "a preview in flight");
+        assert!(orphaned_change_set("runner-diff-1799000000000", now), "a preview stopped long ago");
     }
 
     #[test]
@@ -1174,6 +1672,7 @@ mod tests {
             execution_role: None,
             assets_bucket: None,
             method: DeployMethod::ChangeSet,
+            previous_parameters: true,
             stacks: Stacks::Listed(vec![]),
         };
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Docker image assets of a cloud assembly: built and pushed with the docker CLI when it is installed; without
 //! it, a clear error naming the asset (never silently skipped).
 
-use engine::event::Stream;
+use engine::event::{Status, Stream};
 use engine::step::{NodeContext, NodeSuccess, StepError};
 
 use crate::assembly::ImageAssetEntry;
@@ -19,14 +19,66 @@ pub async fn docker_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Build the image and push it to each destination repository (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG`),
-/// logging docker in to each registry with ECR's GetAuthorizationToken through the destination's role.
+/// Publish an image asset to every destination repository (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG`),
+/// like `cdk-assets`: each destination is first asked whether it has the tag (ECR DescribeImages, through the
+/// destination's role); the image is built only when some destination lacks it, and pushed only there (docker
+/// logged in to each such registry with ECR's GetAuthorizationToken). Every destination has it already: nothing
+/// is built or pushed, and the node is `unchanged` (which also keeps a second publish off repositories with
+/// immutable tags, as `runner bootstrap` makes them).
 pub async fn publish_image(
     ctx: &NodeContext,
     image: &ImageAssetEntry,
     sessions: &Sessions,
     target_of: impl Fn(&str, &str, Option<String>) -> Target,
 ) -> Result<NodeSuccess, StepError> {
+    let mut missing = Vec::new();
+    for d in &image.destinations {
+        let fail = |what: String| {
+            StepError::failed(format!(
+                "docker image asset `{}` to {} in account {}: {what}",
+                image.display_name, d.repository, d.account
+            ))
+        };
+        let session =
+            sessions.get(&target_of(&d.account, &d.region, d.role.clone())).await.map_err(|e| fail(e.to_string()))?;
+        let ecr = aws_sdk_ecr::Client::new(&session.config);
+        let found = ecr
+            .describe_images()
+            .repository_name(&d.repository)
+            .image_ids(aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(&d.tag).build())
+            .send()
+            .await;
+        match found {
+            Ok(out) if !out.image_details().is_empty() => {
+                ctx.events
+                    .log(
+                        Stream::Runner,
+                        format!("{}:{} in account {} is already there", d.repository, d.tag, d.account),
+                    )
+                    .await;
+            }
+            Ok(_) => missing.push((d, ecr)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_image_not_found_exception()) => missing.push((d, ecr)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_not_found_exception()) => {
+                return Err(fail(format!(
+                    "the repository does not exist (bootstrap the account: `runner bootstrap aws://{}/{}`): {}",
+                    d.account,
+                    d.region,
+                    aws_reason(&e)
+                )));
+            }
+            Err(e) => return Err(fail(format!("cannot check whether the image is there: {}", aws_reason(&e)))),
+        }
+    }
+    if missing.is_empty() {
+        ctx.events
+            .log(
+                Stream::Runner,
+                format!("every destination of `{}` has its image: nothing to build", image.display_name),
+            )
+            .await;
+        return Ok(NodeSuccess { status: Some(Status::Unchanged), ..Default::default() });
+    }
     if !docker_available().await {
         return Err(StepError::failed(format!(
             "cannot publish docker image asset `{}` ({}): the docker CLI is not installed (or does not run); \
@@ -42,16 +94,13 @@ pub async fn publish_image(
     }
     build.push(image.directory.display().to_string());
     run(ctx, &build, image).await?;
-    for d in &image.destinations {
+    for (d, ecr) in missing {
         let fail = |what: String| {
             StepError::failed(format!(
                 "docker image asset `{}` to {} in account {}: {what}",
                 image.display_name, d.repository, d.account
             ))
         };
-        let session =
-            sessions.get(&target_of(&d.account, &d.region, d.role.clone())).await.map_err(|e| fail(e.to_string()))?;
-        let ecr = aws_sdk_ecr::Client::new(&session.config);
         let auth = ecr
             .get_authorization_token()
             .send()

@@ -100,8 +100,12 @@ impl Catalog for StepCatalog {
 
     fn expand(&self, step: &Step, ctx: &PlanContext, upstream: Upstream) -> Result<Expansion, String> {
         match &step.kind {
-            StepKind::Deploy(spec) => deploy::expand(spec, || self.plan_time_workspace(ctx, upstream)),
-            StepKind::Publish(spec) => publish::expand(spec, || self.plan_time_workspace(ctx, upstream)),
+            StepKind::Deploy(spec) => {
+                deploy::expand(spec, || self.plan_time_workspace(ctx, upstream), &|name| std::env::var(name).ok())
+            }
+            StepKind::Publish(spec) => {
+                publish::expand(spec, || self.plan_time_workspace(ctx, upstream), &|name| std::env::var(name).ok())
+            }
             StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {
                 Ok(Expansion::Single)
             }

@@ -102,14 +102,30 @@ pub fn describe(spec: &PublishSpec, part: Option<&str>) -> String {
 
 /// Files: one node. Assembly: one node per asset when the assembly is in the step's workspace and nothing upstream
 /// can change it first (`workspace`, as for Deploy), else one node expanding at run time.
-pub fn expand(spec: &PublishSpec, workspace: impl FnOnce() -> Option<PathBuf>) -> Result<Expansion, String> {
+/// The assembly's `dir` and `stage` take their `${env:...}` from `env` now (a stage name in a node's id, a
+/// directory read while planning); still templated (a step output, an unset variable), the step expands when it
+/// runs.
+pub fn expand(
+    spec: &PublishSpec,
+    workspace: impl FnOnce() -> Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Expansion, String> {
     match &spec.assets {
         PublishAssets::Files { .. } => Ok(Expansion::Single),
         PublishAssets::Assembly { dir, stage } => {
-            let Some(root) = assembly::at_plan_time(dir, workspace) else {
+            let known = |s: &str| {
+                let mut missing = Vec::new();
+                let lookup = engine::subst::Values { env, outputs: &|_| None };
+                let out = engine::subst::render(s, &lookup, &mut missing);
+                missing.is_empty().then_some(out)
+            };
+            let (Some(dir), Some(stage)) = (known(dir), known(stage)) else {
                 return Ok(Expansion::AtRunTime);
             };
-            Ok(Expansion::Parts(parts(spec, &assembly::load_stage(&root, stage)?)))
+            let Some(root) = assembly::at_plan_time(&dir, workspace) else {
+                return Ok(Expansion::AtRunTime);
+            };
+            Ok(Expansion::Parts(parts(spec, &assembly::load_stage(&root, &stage)?)))
         }
     }
 }

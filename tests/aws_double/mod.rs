@@ -279,6 +279,27 @@ pub fn stack(name: &str, status: &str, reason: Option<&str>) -> Reply {
     )
 }
 
+/// [`stack`] with parameters (`ParameterKey`, `ParameterValue`), as DescribeStacks lists them.
+pub fn stack_with_parameters(name: &str, status: &str, parameters: &[(&str, &str)]) -> Reply {
+    let members: String = parameters
+        .iter()
+        .map(|(k, v)| format!("<member><ParameterKey>{k}</ParameterKey><ParameterValue>{v}</ParameterValue></member>"))
+        .collect();
+    let mut reply = stack(name, status, None);
+    reply.body =
+        reply.body.replace("<DisableRollback>", &format!("<Parameters>{members}</Parameters><DisableRollback>"));
+    reply
+}
+
+/// An HTTP 500 with an HTML page and no AWS error in it, as an overloaded endpoint (or the emulator) answers.
+pub fn server_error() -> Reply {
+    Reply {
+        status: 500,
+        headers: Vec::new(),
+        body: "<!doctype html><html><title>500 Internal Server Error</title><h1>Internal Server Error</h1><p>The server encountered an internal error.</p></html>".to_string(),
+    }
+}
+
 /// DescribeStacks for a stack that is not there: AWS answers ValidationError "Stack with id X does not exist".
 pub fn no_stack(name: &str) -> Reply {
     error(400, "Sender", "ValidationError", &format!("Stack with id {name} does not exist"))
