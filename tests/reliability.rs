@@ -245,7 +245,7 @@ fn every_prefix_of_every_file_of_a_killed_run_is_read_by_the_next_start() {
             let history = runner::runs::history(&state_dir, "recorded");
             assert!(history.contains("recorded-"), "{at}: {history}");
             let loaded = engine::record::RunState::load(&run_dir);
-            let status = runner::runs::status(&state_dir, "recorded", None);
+            let status = runner::runs::status(&plan, &state_dir, None);
             let fingerprints = engine::incremental::FingerprintStore::load(&state_dir, "recorded");
             assert!(fingerprints.is_ok(), "{at}: {:?}", fingerprints.err());
             match runner::runs::resume(&plan, &state_dir, false) {
