@@ -484,9 +484,7 @@ impl PipelineLock {
             .open(&path)
             .map_err(|e| format!("error: cannot open {}: {e}\n", path.display()))?;
         if !try_lock(&file, false).map_err(|e| format!("error: cannot lock {}: {e}\n", path.display()))? {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = describe_holder(&holder);
+            let holder = describe_holder(&read_holder(&mut file).await);
             if !wait {
                 return Err(format!(
                     "error: another run of `{pipeline}` is in progress ({holder})\n  hint: wait for it to end (or \
@@ -536,6 +534,25 @@ fn try_lock(file: &File, block: bool) -> std::io::Result<bool> {
 }
 
 /// `pid 4242 run prod-2026...` -> `pid 4242, run prod-2026...`.
+/// What the lock file says of its holder, once the holder has named its run: a run writes its pid as it takes
+/// the lock and its run id a moment later (the id is chosen under the lock), and until then the file may still
+/// name the previous holder. Read again every 20 ms for up to 2 s, until it names a live process and a run.
+async fn read_holder(file: &mut File) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let mut text = String::new();
+        let _ = file.rewind();
+        let _ = file.read_to_string(&mut text);
+        let pid = text.split_whitespace().skip_while(|w| *w != "pid").nth(1).and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = pid.is_some_and(|p| p > 0 && unsafe { libc::kill(p, 0) } == 0);
+        if (alive && text.contains(" run ")) || std::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn describe_holder(text: &str) -> String {
     let mut words = text.split_whitespace();
     let mut parts = Vec::new();

@@ -430,7 +430,7 @@ fn stages_in_china_and_govcloud_assume_the_bootstrap_roles_of_their_partition() 
         (name: "Queues", template: "queues.yaml"),
     ]))),
 ])"#;
-    let plan = Test::new().pipeline(pipeline).args(&["plan", "pipeline.ron"]).run();
+    let plan = Test::new().pipeline(pipeline).args(&["plan", "pipeline.ron", "--full"]).run();
     plan.assert_code(0);
     plan.assert_stdout_contains(
         "as role arn:aws-cn:iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-cn-north-1",
