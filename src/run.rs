@@ -115,8 +115,9 @@ impl RunRequest {
 pub enum Ending {
     /// The walk ended with this status.
     Walked(RunStatus),
-    /// The preflight found an account that cannot be reached: nothing ran.
-    NotStarted,
+    /// The preflight found an account that cannot be reached (exit 1), or templates CloudFormation would refuse
+    /// (`invalid_input`: exit 2): nothing ran.
+    NotStarted { invalid_input: bool },
 }
 
 /// The end of a run.
@@ -132,7 +133,8 @@ impl RunEnd {
     pub fn exit_code(&self) -> u8 {
         match self.ending {
             Ending::Walked(RunStatus::Succeeded) => 0,
-            Ending::Walked(RunStatus::Failed) | Ending::NotStarted => exit::FAILED,
+            Ending::NotStarted { invalid_input: true } => exit::INVALID,
+            Ending::Walked(RunStatus::Failed) | Ending::NotStarted { invalid_input: false } => exit::FAILED,
             Ending::Walked(RunStatus::Interrupted) => exit::INTERRUPTED,
         }
     }
@@ -261,7 +263,9 @@ pub async fn run(
     }
     let mut summary = Summary::new(run_dir.display().to_string());
 
-    if let Err(Refused { errors, remedy }) = preflight(&plan, &catalog, &options.env, &mut reporters).await {
+    if let Err(Refused { errors, remedy, invalid_input }) =
+        preflight(&plan, &catalog, &options.env, &base_dir, &mut reporters).await
+    {
         let error = format!("preflight: {}", errors.join("\npreflight: "));
         recorder.not_started(&error);
         summary.not_started(&run_id, &name, &error);
@@ -269,7 +273,7 @@ pub async fn run(
         for r in &mut reporters {
             r.not_started(&summary, &errors);
         }
-        return Ok(RunEnd { run_id, run_dir, ending: Ending::NotStarted, summary });
+        return Ok(RunEnd { run_id, run_dir, ending: Ending::NotStarted { invalid_input }, summary });
     }
 
     let (mut plan, mut catalog, mut options) = (plan, catalog, options);
@@ -353,14 +357,18 @@ fn check_ids<'a>(plan: &Plan, ids: impl Iterator<Item = &'a String>) -> Result<(
 struct Refused {
     errors: Vec<String>,
     remedy: Option<String>,
+    /// The input is at fault (templates), not an account's access.
+    invalid_input: bool,
 }
 
 /// Every Deploy's role (and every Publish's of files declared in the pipeline) can be assumed and acts in its
-/// account. No credentials at all is said once, not once per account.
+/// account; then every template already there is read and checked (steps::stage::check_at_start). No credentials
+/// at all is said once, not once per account.
 async fn preflight(
     plan: &Plan,
     catalog: &StepCatalog,
     env: &HashMap<String, String>,
+    base_dir: &std::path::Path,
     reporters: &mut [Box<dyn Reporter>],
 ) -> Result<(), Refused> {
     let steps = &plan.pipeline.loaded.pipeline.steps;
@@ -380,14 +388,21 @@ async fn preflight(
         return Err(Refused {
             errors: vec![e.0],
             remedy: Some("nothing ran: no AWS credentials (see above)".to_string()),
+            invalid_input: false,
         });
     }
     let name = &plan.pipeline.loaded.pipeline.name;
     let errors = steps::deploy::preflight(steps, name, catalog.aws_endpoint.as_deref(), env, &catalog.aws).await;
+    if !errors.is_empty() {
+        return Err(Refused { errors, remedy: None, invalid_input: false });
+    }
+    let errors = steps::stage::check_at_start(catalog, steps, base_dir, name, env).await;
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Refused { errors, remedy: None })
+        let remedy =
+            Some("nothing ran: fix the templates above (or what the pipeline gives them) and run again".into());
+        Err(Refused { errors, remedy, invalid_input: true })
     }
 }
 

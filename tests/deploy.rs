@@ -687,3 +687,85 @@ fn a_stack_name_from_the_environment_is_substituted_when_planning_and_deploys() 
     outputs.assert_code(2);
     outputs.assert_stderr_contains("uses a step output: a stack name is its node's id, known when planning");
 }
+
+/// The stacks in account 111111111111 of the emulator, by name.
+fn stacks_in_111(moto: &Moto) -> Vec<String> {
+    let state = moto.boto(
+        Some("111111111111"),
+        r#"result["stacks"] = sorted(s["StackName"] for s in client("cloudformation").describe_stacks()["Stacks"])"#,
+    );
+    state["stacks"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// `needle` is in what the run printed (stderr, or the JSON events on stdout).
+fn said(out: &Output, needle: &str) {
+    assert!(out.stderr.contains(needle) || out.stdout.contains(needle), "no `{needle}` in:\n{}", out.dump());
+}
+
+const NEEDS_ENV: &str = "Parameters:\n  Env:\n    Type: String\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\n";
+
+/// Issue 12.3: the templates there when the run starts are all read before anything deploys, with the parameter
+/// checks CloudFormation would make: a later stage's bad template stops the run before the first stage goes out.
+#[test]
+fn a_bad_template_of_a_later_stage_stops_the_run_before_anything_deploys() {
+    let moto = Moto::start();
+    let pipeline = r#"Pipeline(name: "stages", steps: [
+    Step(id: "first", kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Listed([
+        (name: "First", template: "queues.yaml"),
+    ]))),
+    Step(id: "second", needs: ["first"], kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Listed([
+        (name: "Broken", template: "broken.yaml"),
+        (name: "Misspelt", template: "env.yaml", parameters: {"Evn": "prod"}),
+        (name: "Unset", template: "env.yaml"),
+    ]))),
+])"#;
+    let files = [("queues.yaml", TWO_QUEUES), ("broken.yaml", "Resources:\n  Q: [unclosed\n"), ("env.yaml", NEEDS_ENV)];
+    let out = own_pipeline(&moto, pipeline, &files).run();
+    out.assert_code(2);
+    said(&out, "stage second not deployed: 4 problems found in its templates before any of its stacks");
+    said(&out, "stack Broken: template");
+    said(&out, "parameter `Evn` is given, but template env.yaml does not declare it");
+    said(&out, "(did you mean `Env`?)");
+    said(
+        &out,
+        "stack Unset: parameter `Env` of template env.yaml has no Default and no value given, and the stack is new",
+    );
+    assert!(out.statuses().is_empty(), "no node ran:\n{}", out.dump());
+    assert_eq!(stacks_in_111(&moto), Vec::<String>::new(), "nothing deployed");
+}
+
+/// Issue 12.3: templates an upstream step makes (a synth) are checked for the whole stage before its first stack:
+/// one bad template and none of the stage's independent stacks is deployed.
+#[test]
+fn a_stage_whose_templates_are_made_upstream_is_checked_whole_before_its_first_stack() {
+    let moto = Moto::start();
+    let pipeline = r#"Pipeline(name: "synthesized", steps: [
+    Step(id: "synth", kind: Shell(commands: [
+        "mkdir -p out && cp queues.yaml out/a.yaml && cp queues.yaml out/b.yaml && printf 'Resources: [1\n' > out/c.yaml",
+    ])),
+    Step(id: "deploy", needs: ["synth"], kind: Deploy(account: "111111111111", region: "us-east-1", stacks: Listed([
+        (name: "A", template: "out/a.yaml"),
+        (name: "B", template: "out/b.yaml"),
+        (name: "C", template: "out/c.yaml"),
+    ]))),
+])"#;
+    let test = own_pipeline(&moto, pipeline, &[("queues.yaml", TWO_QUEUES)]);
+    let out = test.run();
+    assert_ne!(out.code, Some(0), "{}", out.dump());
+    let statuses = out.statuses();
+    assert_eq!(statuses["synth"], "succeeded", "{}", out.dump());
+    for stack in ["deploy/A", "deploy/B", "deploy/C"] {
+        assert_eq!(statuses[stack], "failed", "{stack}:\n{}", out.dump());
+    }
+    said(&out, "stage deploy not deployed: a problem found in its templates before any of its stacks");
+    said(&out, "stack C: template");
+    said(&out, "its stage's templates were refused (see `deploy/");
+    assert_eq!(stacks_in_111(&moto), Vec::<String>::new(), "nothing deployed");
+
+    // Fixed upstream, the stage deploys whole.
+    std::fs::write(test.path().join("queues.yaml"), TWO_QUEUES).unwrap();
+    let fixed = pipeline.replace(r"printf 'Resources: [1\n' > out/c.yaml", "cp queues.yaml out/c.yaml");
+    std::fs::write(test.path().join("pipeline.ron"), fixed).unwrap();
+    test.run().assert_code(0);
+    assert_eq!(stacks_in_111(&moto), ["A", "B", "C"]);
+}

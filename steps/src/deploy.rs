@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::assembly;
 use crate::aws::{aws_reason, AttemptLog, Session, Sessions, Target, DEFAULT_QUALIFIER};
+use crate::stage::{StageChecks, StageTemplates};
 use crate::template::Template;
 
 /// A CreateStack, CreateChangeSet or UpdateStack request with what all three say of the stack, from its
@@ -771,6 +772,8 @@ pub struct DeployStep {
     pub spec: DeploySpec,
     pub endpoint: Option<String>,
     pub sessions: Arc<Sessions>,
+    /// The run's stage checks: a stage's templates are all checked before the first of its stacks deploys.
+    pub stage_checks: Arc<StageChecks>,
 }
 
 #[async_trait::async_trait]
@@ -788,6 +791,7 @@ impl StepRunner for DeployStep {
             .ok_or_else(|| StepError::invalid(format!("no stack `{name}` in this stage")))?;
         let target = target(&self.spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
         let session = self.sessions.get(&target).await.map_err(|e| StepError::failed(e.to_string()))?;
+        self.check_stage(ctx, &ctx.step, stacks(&self.spec), &target).await?;
         let deployment = StackDeployment {
             spec: &self.spec,
             stack,
@@ -801,6 +805,34 @@ impl StepRunner for DeployStep {
 }
 
 impl DeployStep {
+    /// Every template of the stage (`stacks`, named `stage` in messages) read and checked before the first of its
+    /// stacks deploys, once per run: a bad one fails every node of the stage, none of them deployed.
+    /// Parameters only a deployed stack's previous values can fill are checked through `target` (DescribeStacks).
+    async fn check_stage(
+        &self,
+        ctx: &NodeContext,
+        stage: &str,
+        stacks: &[StackSpec],
+        target: &Target,
+    ) -> Result<(), StepError> {
+        let key = format!("{}@{}/{}", ctx.step, self.spec.account, self.spec.region);
+        let node = match &ctx.part {
+            Some(part) => format!("{}/{part}", ctx.step),
+            None => ctx.step.clone(),
+        };
+        self.stage_checks
+            .once(key, &node, || async {
+                let mut read = StageTemplates::read(stacks, &ctx.workspace, false);
+                if !read.needing_previous_values().is_empty() {
+                    let session = self.sessions.get(target).await.map_err(|e| e.to_string())?;
+                    read.check_previous_values(&self.spec, &session.cloudformation()).await;
+                }
+                read.verdict(stage)
+            })
+            .await
+            .map_err(StepError::invalid)
+    }
+
     /// A stage of a cloud assembly: the step's own node expands into the stacks; a stack's node deploys it
     /// through the roles its manifest names, from its published template.
     async fn run_assembly(&self, ctx: &NodeContext, dir: &str, stage: &str) -> Result<NodeSuccess, StepError> {
@@ -808,6 +840,12 @@ impl DeployStep {
         let stage = assembly::load_stage(&root, stage).map_err(StepError::invalid)?;
         for w in &stage.warnings {
             ctx.events.log(Stream::Runner, format!("warning: {w}")).await;
+        }
+        let all: Vec<(DeploySpec, StackSpec)> = stage.stacks.iter().map(|a| assembly_stack(&self.spec, a)).collect();
+        if let Some((spec, _)) = all.first() {
+            let stacks: Vec<StackSpec> = all.iter().map(|(_, s)| s.clone()).collect();
+            let target = target(spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
+            self.check_stage(ctx, &stage.name, &stacks, &target).await?;
         }
         let Some(name) = ctx.part.as_deref() else {
             let parts = assembly_parts(&self.spec, &stage).map_err(StepError::invalid)?;

@@ -13,6 +13,7 @@ pub mod publish;
 pub mod self_update;
 pub mod shell;
 pub mod source;
+pub mod stage;
 pub mod template;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct StepCatalog {
     /// Source step id -> the commit it checks out, whatever its reference points at now: the commit a trigger saw
     /// (`runner serve`), so that the run deploys the commit that started it.
     pub source_commits: HashMap<String, String>,
+    /// The stages whose templates were checked in this run, and their verdicts: every stack node of a stage asks.
+    pub stage_checks: Arc<stage::StageChecks>,
 }
 
 impl StepCatalog {
@@ -57,6 +60,14 @@ impl StepCatalog {
     /// it first. A Shell step may write it (a `cdk synth`), a Source clones it only when it runs (unless a local
     /// checkout stands in for it); with two Sources upstream, which one the step works in is settled at run time.
     /// `None`: read the workspace when the step runs.
+    /// [`Self::plan_time_workspace`] of `steps[step]`, for a run's preflight: where its files are now, if nothing
+    /// upstream of it can change them before it runs.
+    pub fn settled_workspace(&self, steps: &[Step], step: usize, base_dir: &std::path::Path) -> Option<PathBuf> {
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let ctx = PlanContext { base_dir: base_dir.to_path_buf() };
+        self.plan_time_workspace(&ctx, Upstream::new(steps, &index, step))
+    }
+
     fn plan_time_workspace(&self, ctx: &PlanContext, upstream: Upstream) -> Option<std::path::PathBuf> {
         let mut checkout = None;
         for step in upstream {
@@ -140,6 +151,7 @@ impl Catalog for StepCatalog {
                 spec: (**spec).clone(),
                 endpoint: self.aws_endpoint.clone(),
                 sessions: Arc::clone(&self.aws),
+                stage_checks: Arc::clone(&self.stage_checks),
             }),
             StepKind::Approval(spec) => {
                 Box::new(approval::ApprovalStep { spec: spec.clone(), settings: self.approvals.clone() })
