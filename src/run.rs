@@ -252,6 +252,7 @@ pub async fn run(
         base_dir: base_dir.clone(),
         run_dir: run_dir.clone(),
         env: Arc::new(env),
+        store: Arc::default(),
         force: walk::Force { all: request.force, ids: request.force_steps.iter().cloned().collect() },
         resumed,
         fingerprints: Some(fingerprints),

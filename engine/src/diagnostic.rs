@@ -211,7 +211,7 @@ mod tests {
     fn renders_position_line_and_caret_under_the_span() {
         let text = "a\n  needs: [\"sourc\"],\n";
         let start = text.find("\"sourc\"").unwrap();
-        let d = Diagnostic::error("unknown", Some(Span { start, end: start + 7 })).with_label("did you mean");
+        let d = Diagnostic::error("unknown", Some(Span::new(start, start + 7))).with_label("did you mean");
         let out = d.render("p.ron", text);
         assert!(out.contains("--> p.ron:2:11"), "{out}");
         assert!(out.contains("2 |   needs: [\"sourc\"],"), "{out}");
@@ -236,7 +236,7 @@ mod tests {
         for text in texts {
             for start in 0..=text.len() + 2 {
                 for end in 0..=text.len() + 2 {
-                    let d = Diagnostic::error("m", Some(Span { start, end })).with_label("l");
+                    let d = Diagnostic::error("m", Some(Span::new(start, end))).with_label("l");
                     let out = d.render("p.ron", text);
                     assert!(out.contains("--> p.ron:"), "{out}");
                     let (line, col) = line_col(text, start);
@@ -250,13 +250,13 @@ mod tests {
     fn crlf_and_cr_lines_are_numbered_as_an_editor_numbers_them() {
         let crlf = "Pipeline(\r\n  name: \"p\", // c\r\n  stray\r\n)";
         let start = crlf.find("stray").unwrap();
-        let out = Diagnostic::error("m", Some(Span { start, end: start + 5 })).render("p.ron", crlf);
+        let out = Diagnostic::error("m", Some(Span::new(start, start + 5))).render("p.ron", crlf);
         assert!(out.contains("--> p.ron:3:3"), "{out}");
         assert!(!out.contains('\r'), "{out:?}");
         caret_under(&out, "stray");
         let cr = "one\rtwo\rthree";
         let start = cr.find("three").unwrap();
-        let out = Diagnostic::error("m", Some(Span { start, end: cr.len() })).render("p.ron", cr);
+        let out = Diagnostic::error("m", Some(Span::new(start, cr.len()))).render("p.ron", cr);
         assert!(out.contains("--> p.ron:3:1"), "{out}");
         caret_under(&out, "three");
         // A span on the `\n` of a `\r\n` is at the end of its line.
@@ -268,7 +268,7 @@ mod tests {
     fn tabs_and_multi_byte_characters_keep_the_caret_under_its_token() {
         let text = "\tnéeds: [\"ü\", \"sourc\"]";
         let start = text.find("\"sourc\"").unwrap();
-        let out = Diagnostic::error("m", Some(Span { start, end: start + 7 })).render("p.ron", text);
+        let out = Diagnostic::error("m", Some(Span::new(start, start + 7))).render("p.ron", text);
         assert!(out.contains("--> p.ron:1:15"), "{out}");
         assert!(out.lines().last().unwrap().starts_with("  | \t"), "{out}");
         caret_under(&out, "\"sourc\"");
@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn a_span_at_or_past_the_end_of_the_file_is_shown_at_its_end() {
         let text = "Pipeline(\n  name: \"p\",";
-        let out = Diagnostic::error("m", Some(Span { start: text.len() + 10, end: text.len() + 20 })).render("p", text);
+        let out = Diagnostic::error("m", Some(Span::new(text.len() + 10, text.len() + 20))).render("p", text);
         assert!(out.contains("--> p:2:13"), "{out}");
         assert!(out.contains("2 |   name: \"p\","), "{out}");
     }
@@ -286,7 +286,7 @@ mod tests {
     fn a_long_line_is_shown_as_a_window_around_the_caret() {
         let text = format!("{}TOKEN{}", "x".repeat(50_000), "y".repeat(50_000));
         let start = text.find("TOKEN").unwrap();
-        let out = Diagnostic::error("m", Some(Span { start, end: start + 5 })).render("p.ron", &text);
+        let out = Diagnostic::error("m", Some(Span::new(start, start + 5))).render("p.ron", &text);
         assert!(out.len() < 1_000, "{} bytes", out.len());
         assert!(out.contains("--> p.ron:1:50001"), "{out}");
         caret_under(&out, "TOKEN");

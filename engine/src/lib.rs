@@ -2,6 +2,7 @@
 //! the tokio walker and its event stream, run records and summaries. It knows nothing of AWS, git or terminals.
 
 pub mod approval;
+pub mod compose;
 pub mod diagnostic;
 pub mod event;
 pub mod graph;

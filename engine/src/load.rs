@@ -2,16 +2,22 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::compose::IncludedFile;
 use crate::diagnostic::{offset_of, Diagnostic};
 use crate::model::Pipeline;
 use crate::source_map::{SourceMap, Span};
 
-/// A pipeline file as read, with what is needed to point into it.
+/// A pipeline file as read, with the files it includes, and what is needed to point into them.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub path: PathBuf,
     pub text: String,
+    /// The pipeline composed from the file and its includes, parameters replaced.
     pub pipeline: Pipeline,
+    /// Files read through `include`, in the order read: a [`Span`] with `file: k` points into `included[k - 1]`.
+    pub included: Vec<IncludedFile>,
+    /// Errors found while composing (parameters unknown or without a value), reported with validation's.
+    pub diagnostics: Vec<Diagnostic>,
     /// Built on first use: only diagnostics need it, and it costs about as much memory as the model.
     source_map: std::sync::OnceLock<SourceMap>,
 }
@@ -22,10 +28,19 @@ impl Loaded {
         self.source_map.get_or_init(|| SourceMap::index(&self.text))
     }
 
+    /// The name and text of the file a span points into.
+    pub fn file_of(&self, span: Option<Span>) -> (&Path, &str) {
+        match span.map_or(0, |s| s.file as usize) {
+            0 => (&self.path, &self.text),
+            k => self.included.get(k - 1).map_or((&self.path, &self.text), |f| (&f.path, &f.text)),
+        }
+    }
+
     /// Drop the text and its index once no diagnostic will point into the file (before a run's walk): together
     /// they are about as large as the model. A diagnostic made after this has no position.
     pub fn release_source(&mut self) {
         self.text = String::new();
+        self.included.iter_mut().for_each(|f| f.text = String::new());
         self.source_map = std::sync::OnceLock::new();
     }
 }
@@ -78,28 +93,43 @@ fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> LoadError {
     let bytes = e.into_bytes();
     let byte = bytes[at];
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let span = Span { start: at, end: at + char::REPLACEMENT_CHARACTER.len_utf8() };
+    let span = Span::new(at, at + char::REPLACEMENT_CHARACTER.len_utf8());
     let diagnostic = Diagnostic::error(format!("the file is not valid UTF-8 (byte 0x{byte:02x})"), Some(span))
         .with_label("pipeline files are UTF-8 text: save it as UTF-8");
     LoadError::Syntax { path: path.to_path_buf(), text, diagnostic: Box::new(diagnostic) }
 }
 
-/// Parse a pipeline from text; `path` only names it in messages.
+/// Parse a pipeline from text; `path` names it in messages, and the files it includes are read relative to it.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, LoadError> {
-    match ron_options().from_str::<Pipeline>(&text) {
-        Ok(pipeline) => Ok(Loaded { path: path.to_path_buf(), text, pipeline, source_map: std::sync::OnceLock::new() }),
-        Err(e) => {
-            let start = offset_of(&text, e.span.start.line, e.span.start.col);
-            let mut end = offset_of(&text, e.span.end.line, e.span.end.col);
-            if end <= start {
-                end = start + text[start..].chars().next().map_or(0, char::len_utf8);
-            }
-            let message = lower_first(&e.code.to_string());
-            let mut diagnostic = Box::new(Diagnostic::error(message, Some(Span { start, end })));
-            diagnostic.label = suggestion(&diagnostic.message).map(|name| format!("did you mean `{name}`?"));
-            Err(LoadError::Syntax { path: path.to_path_buf(), text, diagnostic })
+    let pipeline = parse_ron(path, &text)?;
+    let composed = crate::compose::compose(path, &text, pipeline)?;
+    let source_map = match composed.source_map {
+        Some(map) => std::sync::OnceLock::from(map),
+        None => std::sync::OnceLock::new(),
+    };
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        text,
+        pipeline: composed.pipeline,
+        included: composed.included,
+        diagnostics: composed.diagnostics,
+        source_map,
+    })
+}
+
+/// The RON of one pipeline file, as written (no includes taken in).
+pub(crate) fn parse_ron(path: &Path, text: &str) -> Result<Pipeline, LoadError> {
+    ron_options().from_str::<Pipeline>(text).map_err(|e| {
+        let start = offset_of(text, e.span.start.line, e.span.start.col);
+        let mut end = offset_of(text, e.span.end.line, e.span.end.col);
+        if end <= start {
+            end = start + text[start..].chars().next().map_or(0, char::len_utf8);
         }
-    }
+        let message = lower_first(&e.code.to_string());
+        let mut diagnostic = Box::new(Diagnostic::error(message, Some(Span::new(start, end))));
+        diagnostic.label = suggestion(&diagnostic.message).map(|name| format!("did you mean `{name}`?"));
+        LoadError::Syntax { path: path.to_path_buf(), text: text.to_string(), diagnostic }
+    })
 }
 
 /// For ron's "unexpected field named `comands` in `Shell`, expected one of `commands`, `program`, or `args`": the

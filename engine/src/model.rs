@@ -45,11 +45,24 @@ where
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename = "Pipeline")]
 pub struct Pipeline {
-    /// Names the run state under `.runner/`.
+    /// Names the run state under `.runner/`. Required in the file given to runner; a file only ever included
+    /// (a shared definition) may leave it out.
+    #[serde(default)]
     pub name: String,
+    /// Other pipeline files (paths relative to this one) whose parameters, defaults and steps this pipeline takes,
+    /// before its own (see [`crate::compose`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Parameters the steps use as `${param:NAME}`, with a description and an optional default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, Parameter>,
+    /// Values of parameters declared here or in an included file; the file given to runner has the last word.
+    /// Once loaded: every parameter's value, defaults applied and references to other parameters replaced.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
     #[serde(default)]
     pub defaults: Defaults,
-    #[serde(deserialize_with = "compact_list")]
+    #[serde(default, deserialize_with = "compact_list")]
     pub steps: Vec<Step>,
     /// Who hears about the runs `runner serve` starts: a run failed, an approval waits, a run succeeded after a
     /// failure. A notification that cannot be sent is logged and never fails the run.
@@ -90,6 +103,18 @@ pub enum NotifyOn {
     ApprovalWaiting,
     /// A run succeeded after the pipeline's previous run had failed.
     Fixed,
+}
+
+/// A parameter of a pipeline: what it means, and its value when no file gives one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename = "Parameter")]
+pub struct Parameter {
+    /// Shown by `plan` and in the error when the parameter has no value.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The value when no `values` entry gives one; left out, a value must be given.
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 /// Settings every step falls back to.
@@ -378,6 +403,10 @@ pub struct ApprovalSpec {
     /// What the person is asked.
     #[serde(default)]
     pub message: Option<String>,
+    /// `"true"` (the default) or `"false"`: whether a person must approve. Usually a parameter, so that one shared
+    /// definition asks before prod and not before dev (`required: "${param:approval}"`).
+    #[serde(default)]
+    pub required: Option<String>,
 }
 
 /// Compare the pipeline definition in the new source with the one the run started from; restart from it when

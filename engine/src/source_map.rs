@@ -3,11 +3,21 @@
 
 use std::collections::HashMap;
 
-/// A byte range in the source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A byte range in the source text of one file of the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span {
+    /// Which file: 0 is the file given to runner, `k` the k-th file it includes (see
+    /// [`crate::load::Loaded::included`]).
+    pub file: u32,
     pub start: usize,
     pub end: usize,
+}
+
+impl Span {
+    /// A range of the file given to runner.
+    pub fn new(start: usize, end: usize) -> Span {
+        Span { file: 0, start, end }
+    }
 }
 
 /// The spans of every value of a RON document, by path.
@@ -34,6 +44,16 @@ impl SourceMap {
         }
         let _ = scanner.value(String::new());
         scanner.map
+    }
+
+    /// Record where the value at `path` sits (a composed pipeline's map is built from its files' maps).
+    pub fn insert(&mut self, path: String, span: Span) {
+        self.spans.insert(path, span);
+    }
+
+    /// Every indexed path and its span.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Span)> {
+        self.spans.iter().map(|(p, s)| (p.as_str(), *s))
     }
 
     /// The span of the value at `path`, if indexed.
@@ -214,7 +234,7 @@ impl Scanner<'_> {
                 }
             }
         }
-        self.map.spans.insert(path, Span { start, end: self.pos });
+        self.map.spans.insert(path, Span::new(start, self.pos));
         Some(string)
     }
 

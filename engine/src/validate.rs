@@ -32,7 +32,12 @@ pub struct ValidPipeline {
     pub env_refs: EnvRefs,
     /// Whether a step's fields hold any `${...}` (substitution can be skipped when not).
     pub has_refs: Vec<bool>,
+    /// Every `${ssm:...}` of the pipeline, with where it is first written: read when a run starts.
+    pub ssm_refs: SsmRefs,
 }
+
+/// Each `${ssm:...}` reference of a pipeline and where it is first written.
+pub type SsmRefs = BTreeMap<subst::ParameterRef, Option<Span>>;
 
 /// By step index, each `${env:NAME}` the step holds and where (steps with none are left out).
 pub type EnvRefs = BTreeMap<usize, Vec<(String, Option<Span>)>>;
@@ -88,8 +93,14 @@ impl Invalid {
 
 /// Render diagnostics of a loaded file, one after the other.
 pub fn render_all(loaded: &Loaded, diagnostics: &[Diagnostic]) -> String {
-    let file = loaded.path.display().to_string();
-    diagnostics.iter().map(|d| d.render(&file, &loaded.text)).collect::<Vec<_>>().join("\n")
+    diagnostics
+        .iter()
+        .map(|d| {
+            let (file, text) = loaded.file_of(d.span);
+            d.render(&file.display().to_string(), text)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Check everything; `env` looks variables up (for warnings about unset ones).
@@ -98,7 +109,7 @@ pub fn validate(
     catalog: &dyn Catalog,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ValidPipeline, Invalid> {
-    let mut v = Validator { loaded: &loaded, diags: Vec::new() };
+    let mut v = Validator { loaded: &loaded, diags: loaded.diagnostics.clone(), ssm_refs: SsmRefs::new() };
     v.durations();
     v.pipeline_name();
     let index = v.ids();
@@ -107,19 +118,21 @@ pub fn validate(
     let (env_refs, has_refs, mut unset_env) = v.references(&index, !cyclic, catalog, env);
     v.kinds(catalog);
 
+    let ssm_refs = std::mem::take(&mut v.ssm_refs);
     let mut diags = v.diags;
-    diags.sort_by_key(|d| (d.severity, d.span.map(|s| s.start), d.message.clone()));
+    diags.sort_by_key(|d| (d.severity, d.span, d.message.clone()));
     diags.dedup();
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(Invalid { loaded: Box::new(loaded), diagnostics: diags });
     }
     unset_env.sort_by_key(|d| (d.span.map(|s| s.start), d.message.clone()));
-    Ok(ValidPipeline { loaded, warnings: diags, unset_env, env_refs, has_refs })
+    Ok(ValidPipeline { loaded, warnings: diags, unset_env, env_refs, has_refs, ssm_refs })
 }
 
 struct Validator<'a> {
     loaded: &'a Loaded,
     diags: Vec<Diagnostic>,
+    ssm_refs: SsmRefs,
 }
 
 impl<'a> Validator<'a> {
@@ -135,7 +148,10 @@ impl<'a> Validator<'a> {
 
     fn pipeline_name(&mut self) {
         let name = &self.loaded.pipeline.name;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty() {
+            self.error("name", "the pipeline has no `name` (it names the run state under .runner/)".into()).label =
+                Some("give it one: `name: \"prod\"`".into());
+        } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             self.error(
                 "name",
                 format!(
@@ -200,12 +216,19 @@ impl<'a> Validator<'a> {
                 self.error(&path, message);
             }
             if let Some(&first) = index.get(id) {
-                let first_line = self
-                    .span(&format!("steps[{first}].id"))
-                    .map(|s| crate::diagnostic::line_col(&self.loaded.text, s.start).0);
+                let here = self.span(&path).map_or(0, |s| s.file);
+                let first_at = self.span(&format!("steps[{first}].id")).map(|s| {
+                    let (file, text) = self.loaded.file_of(Some(s));
+                    let line = crate::diagnostic::line_col(text, s.start).0;
+                    if s.file == here {
+                        format!("line {line}")
+                    } else {
+                        format!("{}:{line}", file.display())
+                    }
+                });
                 let d = self.error(&path, format!("duplicate step id `{}`", elide(id, MAX_QUOTED)));
-                if let Some(line) = first_line {
-                    d.label = Some(format!("first defined on line {line}"));
+                if let Some(at) = first_at {
+                    d.label = Some(format!("first defined on {at}"));
                 }
             } else {
                 index.insert(id, i);
@@ -299,7 +322,12 @@ impl<'a> Validator<'a> {
                             let span = self.reference_span(&path, &text, node, "${steps.".len(), after);
                             self.output_reference(i, span, node, key, index, acyclic)
                         }
-                        Piece::Text(_) => {}
+                        Piece::Ssm(r) => {
+                            let span = self.reference_span(&path, &text, r.name, "${ssm:".len(), ssm_length(&text, r));
+                            self.ssm_refs.entry(r.to_owned()).or_insert(span);
+                        }
+                        // Reported while composing (unknown, or without a value).
+                        Piece::Param(_) | Piece::Text(_) => {}
                     }
                 }
             }
@@ -323,7 +351,12 @@ impl<'a> Validator<'a> {
                             Piece::Output { .. } => {
                                 self.error(&path, "defaults cannot refer to step outputs".into());
                             }
-                            Piece::Text(_) => {}
+                            Piece::Ssm(r) => {
+                                let span = self.reference_span(&path, v, r.name, "${ssm:".len(), ssm_length(v, r));
+                                self.ssm_refs.entry(r.to_owned()).or_insert(span);
+                                has_refs.iter_mut().for_each(|flag| *flag = true);
+                            }
+                            Piece::Param(_) | Piece::Text(_) => {}
                         }
                     }
                 }
@@ -352,9 +385,10 @@ impl<'a> Validator<'a> {
         let literal = self.loaded.source_map().get(path);
         let start = offset_in(text, inner).checked_sub(before);
         let inside = literal.zip(start).and_then(|(literal, start)| {
-            let from = crate::source_map::literal_offset(&self.loaded.text, literal, start)?;
-            let to = crate::source_map::literal_offset(&self.loaded.text, literal, start + before + after)?;
-            Some(Span { start: from, end: to })
+            let (_, file_text) = self.loaded.file_of(Some(literal));
+            let from = crate::source_map::literal_offset(file_text, literal, start)?;
+            let to = crate::source_map::literal_offset(file_text, literal, start + before + after)?;
+            Some(Span { file: literal.file, start: from, end: to })
         });
         inside.or_else(|| self.span(path))
     }
@@ -412,6 +446,14 @@ pub fn too_long(what: &str, name: &str) -> Option<String> {
 }
 
 /// Byte offset of `part`, a slice of `text`, in `text`.
+/// The length of a `${ssm:...}` reference after `${ssm:`: its name, its `@REGION`, the closing `}`.
+fn ssm_length(text: &str, r: subst::StoreRef) -> usize {
+    match r.region {
+        Some(region) => offset_in(text, region) + region.len() + 1 - offset_in(text, r.name),
+        None => r.name.len() + 1,
+    }
+}
+
 fn offset_in(text: &str, part: &str) -> usize {
     (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize).min(text.len())
 }

@@ -38,6 +38,8 @@ pub struct WalkOptions {
     pub run_dir: PathBuf,
     /// The environment `${env:...}` reads (checked complete before the walk).
     pub env: Arc<HashMap<String, String>>,
+    /// The Parameter Store values `${ssm:...}` reads (read when the run started).
+    pub store: Arc<subst::StoreValues>,
     /// `--force` / `--force-step`.
     pub force: Force,
     /// Nodes of an interrupted run being resumed: done there, reused here.
@@ -58,6 +60,7 @@ impl WalkOptions {
             state_dir,
             run_dir,
             env: Arc::default(),
+            store: Arc::default(),
             force: Force::default(),
             resumed: HashMap::new(),
             fingerprints: None,
@@ -517,7 +520,12 @@ impl<'p> Walker<'p> {
     }
 
     fn lookup(&self, _i: usize) -> NodeValues<'_> {
-        NodeValues { env: &self.options.env, nodes: &self.nodes, by_id: self.by_id.as_ref() }
+        NodeValues {
+            env: &self.options.env,
+            store: &self.options.store,
+            nodes: &self.nodes,
+            by_id: self.by_id.as_ref(),
+        }
     }
 
     /// The step with every `${...}` substituted, as this node sees it.
@@ -725,6 +733,7 @@ impl<'p> Walker<'p> {
 /// Values `${...}` resolves against while walking.
 struct NodeValues<'a> {
     env: &'a HashMap<String, String>,
+    store: &'a subst::StoreValues,
     nodes: &'a [Node],
     by_id: Option<&'a HashMap<Arc<str>, usize>>,
 }
@@ -736,6 +745,9 @@ impl subst::Lookup for NodeValues<'_> {
     fn output(&self, node: &str, key: &str) -> Option<String> {
         let &i = self.by_id?.get(node)?;
         self.nodes[i].outputs.get(key).cloned()
+    }
+    fn ssm(&self, r: subst::StoreRef) -> Option<String> {
+        self.store.get(r).map(str::to_string)
     }
 }
 

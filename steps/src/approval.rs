@@ -39,7 +39,30 @@ pub fn answer_file(run_dir: &Path, step: &str) -> PathBuf {
     run_dir.join("approvals").join(step)
 }
 
+/// Kind-specific problems: `required` is `true` or `false` (once its `${...}` are resolved).
+pub fn check(spec: &ApprovalSpec) -> Vec<(String, String)> {
+    match spec.required.as_deref() {
+        Some(r) if !r.contains("${") && required(Some(r)).is_none() => {
+            vec![("required".into(), format!("`required` is `{r}`: write \"true\" or \"false\""))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `required` read as a yes or no: left out means yes.
+fn required(text: Option<&str>) -> Option<bool> {
+    match text.map(str::trim) {
+        None => Some(true),
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => None,
+    }
+}
+
 pub fn describe(spec: &ApprovalSpec) -> String {
+    if required(spec.required.as_deref()) == Some(false) {
+        return "no approval needed here (required: false): goes on at once".to_string();
+    }
     match &spec.message {
         Some(m) => format!("wait for a person's approval: {m}"),
         None => "wait for a person's approval".to_string(),
@@ -59,6 +82,19 @@ impl StepRunner for ApprovalStep {
             outputs.insert("APPROVED_BY".into(), by.to_string());
             NodeSuccess { outputs, ..Default::default() }
         };
+        match required(self.spec.required.as_deref()) {
+            Some(true) => {}
+            Some(false) => {
+                ctx.events.log(Stream::Runner, "no approval needed here (required: false)").await;
+                return Ok(approved("not required"));
+            }
+            None => {
+                return Err(StepError::invalid(format!(
+                    "`required` is `{}`: write \"true\" or \"false\"",
+                    self.spec.required.as_deref().unwrap_or_default()
+                )))
+            }
+        }
         if self.settings.pre_approved.contains(&ctx.step) {
             ctx.events.log(Stream::Runner, "approved up front (--approve)").await;
             return Ok(approved("--approve"));

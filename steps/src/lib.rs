@@ -92,7 +92,7 @@ impl Catalog for StepCatalog {
             StepKind::Source(spec) => source::check(spec),
             StepKind::Shell(spec) => shell::check(spec),
             StepKind::Deploy(spec) => deploy::check(spec),
-            StepKind::Approval(_) => Vec::new(),
+            StepKind::Approval(spec) => approval::check(spec),
             StepKind::SelfUpdate(spec) => self_update::check(spec),
             StepKind::Publish(spec) => publish::check(spec),
         }

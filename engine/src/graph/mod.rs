@@ -55,6 +55,7 @@ fn waves_with(plan: &Plan, jobs: usize, width: Option<usize>) -> String {
         plan.graph.node_count(),
         waves.len()
     );
+    out.push_str(&parameters(plan));
     // Columns are as wide as the longest id up to a bound (a longer one pushes its line's next column right).
     let id_width = plan.graph.node_weights().map(|n| n.id.chars().count()).max().unwrap_or(0).min(MAX_COLUMN);
     let mut shortened = false;
@@ -75,6 +76,25 @@ fn waves_with(plan: &Plan, jobs: usize, width: Option<usize>) -> String {
     }
     if shortened {
         let _ = writeln!(out, "\n(long descriptions shortened: `runner plan FILE --full` shows them whole)");
+    }
+    out
+}
+
+/// The pipeline's parameters and the values the steps got (after the header of `plan`), if it has any.
+pub fn parameters(plan: &Plan) -> String {
+    let pipeline = &plan.pipeline.loaded.pipeline;
+    if pipeline.parameters.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nparameters\n");
+    let width = pipeline.parameters.keys().map(String::len).max().unwrap_or(0);
+    for (name, parameter) in &pipeline.parameters {
+        let value = pipeline.values.get(name).map_or("(no value)", String::as_str);
+        let _ = write!(out, "  {name:width$}  = {value}");
+        if let Some(d) = &parameter.description {
+            let _ = write!(out, "  ({d})");
+        }
+        out.push('\n');
     }
     out
 }
