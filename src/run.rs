@@ -18,7 +18,9 @@ use engine::event::RunStatus;
 use engine::model::{PublishAssets, StepKind};
 use engine::plan::Plan;
 use engine::record::Recorder;
+use engine::redact::Redactor;
 use engine::step::StopReason;
+use engine::subst::{ParameterRef, StoreValues};
 use engine::validate::{self, closest};
 use engine::walk::{self, WalkOptions};
 use steps::approval::ApprovalMode;
@@ -192,7 +194,8 @@ pub async fn run(
     if let Some(text) = &selection_notice {
         notice(&mut reporters, text);
     }
-    // Nothing points into the file from here on.
+    // Where each `${ssm:...}` is written, for the message if it does not exist; nothing else points into the file.
+    let ssm_places = ssm_places(&plan);
     plan.pipeline.loaded.release_source();
     let jobs = pipeline::jobs_for(&plan, request.jobs);
     let name = plan.pipeline.loaded.pipeline.name.clone();
@@ -245,7 +248,7 @@ pub async fn run(
     catalog.pipeline_file = file.display().to_string();
     catalog.source_commits = request.source_commits;
     let catalog = Arc::new(catalog);
-    let options = WalkOptions {
+    let mut options = WalkOptions {
         run_id: run_id.clone(),
         jobs,
         fail_fast: request.fail_fast,
@@ -253,6 +256,7 @@ pub async fn run(
         run_dir: run_dir.clone(),
         env: Arc::new(env),
         store: Arc::default(),
+        redactor: Arc::default(),
         force: walk::Force { all: request.force, ids: request.force_steps.iter().cloned().collect() },
         resumed,
         fingerprints: Some(fingerprints),
@@ -264,9 +268,16 @@ pub async fn run(
     }
     let mut summary = Summary::new(run_dir.display().to_string());
 
-    if let Err(Refused { errors, remedy, invalid_input }) =
-        preflight(&plan, &catalog, &options.env, &base_dir, &mut reporters).await
-    {
+    // `${ssm:...}` values, read once with the caller's credentials; then every account is checked with them.
+    let checked = match read_parameter_store(&plan, &catalog, &ssm_places, &mut reporters).await {
+        Ok(read) => {
+            options.redactor = Arc::new(Redactor::new(read.secrets));
+            options.store = Arc::new(read.values);
+            preflight(&plan, &catalog, &options.env, &options.store, &base_dir, &mut reporters).await
+        }
+        Err(errors) => Err(Refused { errors, remedy: None, invalid_input: false }),
+    };
+    if let Err(Refused { errors, remedy, invalid_input }) = checked {
         let error = format!("preflight: {}", errors.join("\npreflight: "));
         recorder.not_started(&error);
         summary.not_started(&run_id, &name, &error);
@@ -291,7 +302,9 @@ pub async fn run(
         loop {
             tokio::select! {
                 event = rx.recv() => {
-                    let Some(event) = event else { break };
+                    let Some(mut event) = event else { break };
+                    // Nothing a reporter shows or the record keeps holds a secret.
+                    options.redactor.event(&mut event);
                     summary.event(&event);
                     recorder.handle(&event);
                     for r in &mut reporters {
@@ -323,6 +336,21 @@ pub async fn run(
         // SelfUpdate: plan the new definition; completed nodes it did not change are reused.
         let old = Arc::try_unwrap(walk_plan).unwrap_or_else(|p| (*p).clone());
         let next = pipeline::plan_restart(&restart.path, restart.text, &catalog, &base_dir)?;
+        // The new definition may read more of Parameter Store.
+        if let Some(unread) = unread_references(&next.plan, &options.store) {
+            let read = steps::parameter_store::read_references(&unread, &catalog.aws, catalog.aws_endpoint.as_deref())
+                .await
+                .map_err(|errors| {
+                    let lines: Vec<String> = errors.into_iter().map(|e| format!("error: {}", e.message)).collect();
+                    format!("{}\nthe new definition cannot run\n", lines.join("\n"))
+                })?;
+            let mut store = (*options.store).clone();
+            store.values.extend(read.values.values);
+            options.store = Arc::new(store);
+            let mut secrets = read.secrets;
+            secrets.extend(options.redactor.secrets().iter().cloned());
+            options.redactor = Arc::new(Redactor::new(secrets));
+        }
         options.resumed = runs::reusable(&old, &next.plan, recorder.state());
         options.fingerprints = Some(
             engine::incremental::FingerprintStore::load(&options.state_dir, next.name())
@@ -362,6 +390,54 @@ struct Refused {
     invalid_input: bool,
 }
 
+/// Read every `${ssm:...}` of the pipeline from Parameter Store with the caller's credentials. The errors name each
+/// parameter that does not exist and where the pipeline uses it.
+async fn read_parameter_store(
+    plan: &Plan,
+    catalog: &StepCatalog,
+    places: &HashMap<ParameterRef, String>,
+    reporters: &mut [Box<dyn Reporter>],
+) -> Result<steps::parameter_store::Read, Vec<String>> {
+    let refs: Vec<ParameterRef> = plan.pipeline.ssm_refs.keys().cloned().collect();
+    if refs.is_empty() {
+        return Ok(Default::default());
+    }
+    notice(reporters, &format!("reading {} parameter(s) from SSM Parameter Store", refs.len()));
+    steps::parameter_store::read_references(&refs, &catalog.aws, catalog.aws_endpoint.as_deref()).await.map_err(
+        |errors| {
+            errors
+                .into_iter()
+                .map(|e| match e.missing.as_ref().and_then(|r| places.get(r)) {
+                    Some(place) => format!("{} (used at {place})", e.message),
+                    None => e.message,
+                })
+                .collect()
+        },
+    )
+}
+
+/// `file:line:column` of the first use of each `${ssm:...}`.
+fn ssm_places(plan: &Plan) -> HashMap<ParameterRef, String> {
+    let loaded = &plan.pipeline.loaded;
+    plan.pipeline
+        .ssm_refs
+        .iter()
+        .filter_map(|(r, span)| {
+            let span = (*span)?;
+            let (file, text) = loaded.file_of(Some(span));
+            let (line, column) = engine::diagnostic::line_col(text, span.start);
+            Some((r.clone(), format!("{}:{line}:{column}", file.display())))
+        })
+        .collect()
+}
+
+/// The `${ssm:...}` of a new definition not read yet, if any.
+fn unread_references(plan: &Plan, store: &StoreValues) -> Option<Vec<ParameterRef>> {
+    let unread: Vec<ParameterRef> =
+        plan.pipeline.ssm_refs.keys().filter(|r| !store.values.contains_key(*r)).cloned().collect();
+    (!unread.is_empty()).then_some(unread)
+}
+
 /// Every Deploy's role (and every Publish's of files declared in the pipeline) can be assumed and acts in its
 /// account; then every template already there is read and checked (steps::stage::check_at_start). No credentials
 /// at all is said once, not once per account.
@@ -369,6 +445,7 @@ async fn preflight(
     plan: &Plan,
     catalog: &StepCatalog,
     env: &HashMap<String, String>,
+    store: &StoreValues,
     base_dir: &std::path::Path,
     reporters: &mut [Box<dyn Reporter>],
 ) -> Result<(), Refused> {
@@ -393,7 +470,7 @@ async fn preflight(
         });
     }
     let name = &plan.pipeline.loaded.pipeline.name;
-    let errors = steps::deploy::preflight(steps, name, catalog.aws_endpoint.as_deref(), env, &catalog.aws).await;
+    let errors = steps::deploy::preflight(steps, name, catalog.aws_endpoint.as_deref(), env, store, &catalog.aws).await;
     if !errors.is_empty() {
         return Err(Refused { errors, remedy: None, invalid_input: false });
     }

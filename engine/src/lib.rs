@@ -12,6 +12,7 @@ pub mod memory;
 pub mod model;
 pub mod plan;
 pub mod record;
+pub mod redact;
 pub mod source_map;
 pub mod step;
 pub mod subst;

@@ -211,6 +211,7 @@ pub enum StepKind {
     Approval(ApprovalSpec),
     SelfUpdate(SelfUpdateSpec),
     Publish(Box<PublishSpec>),
+    ParameterStore(Box<ParameterStoreSpec>),
 }
 
 impl StepKind {
@@ -223,6 +224,7 @@ impl StepKind {
             StepKind::Approval(_) => "Approval",
             StepKind::SelfUpdate(_) => "SelfUpdate",
             StepKind::Publish(_) => "Publish",
+            StepKind::ParameterStore(_) => "ParameterStore",
         }
     }
 }
@@ -302,9 +304,21 @@ pub struct ShellSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySpec {
-    /// The target account id (12 digits).
+    /// The target account id (12 digits); or `accounts`.
+    #[serde(default)]
     pub account: String,
+    /// Several target accounts: the stage is deployed to each, one node per account (and stack), concurrently
+    /// within the pipeline's `max_parallel`. An entry may hold several ids separated by commas or spaces, so that
+    /// one parameter (or an SSM StringList) can give the whole list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    /// The target region; or `regions`.
+    #[serde(default)]
     pub region: String,
+    /// Several target regions (with `account` or `accounts`: every account in every region), written like
+    /// `accounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
     /// Which credentials act in the account; default: the CDK bootstrap deploy role.
     #[serde(default)]
     pub role: DeployRole,
@@ -416,6 +430,32 @@ pub struct ApprovalSpec {
 pub struct SelfUpdateSpec {
     /// The pipeline file's path in the source workspace, e.g. `pipelines/prod.ron`.
     pub pipeline: String,
+}
+
+/// Write values (chosen outputs of a stage, usually) to SSM Parameter Store, where other pipelines find them: each
+/// parameter is named by the prefix and its key, and written (overwritten) only when its value differs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterStoreSpec {
+    /// Put before every key, e.g. `/DataLake/Prod/` (a name with `/` in it must start with `/`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Key (after the prefix) -> value, e.g. `"vpc_id": "${steps.deploy/Prod-VpcStack.outputs.VpcId}"`.
+    pub parameters: BTreeMap<String, String>,
+    /// The account whose Parameter Store is written; left out: the deployment account, with the caller's
+    /// credentials.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Left out: the caller's region; required with `account`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// With `account`: the credentials that act there; default the CDK bootstrap deploy role of that account.
+    #[serde(default)]
+    pub role: DeployRole,
+    #[serde(default)]
+    pub qualifier: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// Upload file assets to S3.

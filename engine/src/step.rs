@@ -25,12 +25,18 @@ pub enum Expansion {
 }
 
 /// One node of an expanded step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Part {
     pub name: String,
     /// Other parts of the same step it waits for.
     pub needs: Vec<String>,
     pub description: String,
+    /// What the node makes for others (an asset published at `s3://bucket/key`). A node of a step that needs this
+    /// one's step, and that says what it [`consumes`](Part::consumes), waits only for the nodes providing it.
+    pub provides: Vec<String>,
+    /// What the node uses of what its step's needs provide (a stack: its template and assets); `None`: it waits
+    /// for everything its step needs, as any node does. Nodes that provide nothing are always waited for.
+    pub consumes: Option<Vec<String>>,
 }
 
 /// What the planner tells a step kind.

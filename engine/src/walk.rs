@@ -40,6 +40,8 @@ pub struct WalkOptions {
     pub env: Arc<HashMap<String, String>>,
     /// The Parameter Store values `${ssm:...}` reads (read when the run started).
     pub store: Arc<subst::StoreValues>,
+    /// Secrets (SecureString values) masked in outputs, errors and output files.
+    pub redactor: Arc<crate::redact::Redactor>,
     /// `--force` / `--force-step`.
     pub force: Force,
     /// Nodes of an interrupted run being resumed: done there, reused here.
@@ -61,6 +63,7 @@ impl WalkOptions {
             run_dir,
             env: Arc::default(),
             store: Arc::default(),
+            redactor: Arc::default(),
             force: Force::default(),
             resumed: HashMap::new(),
             fingerprints: None,
@@ -555,6 +558,7 @@ impl<'p> Walker<'p> {
         ready: &mut VecDeque<usize>,
     ) {
         self.nodes[i].duration = duration;
+        let result = self.redacted(i, result);
         match result {
             Ok(success) => {
                 let status = success.status.unwrap_or(Status::Succeeded);
@@ -624,6 +628,31 @@ impl<'p> Walker<'p> {
                 if status == Status::Failed && self.options.fail_fast {
                     self.escalate(StopReason::Abort);
                 }
+            }
+        }
+    }
+
+    /// A node's result with the run's secrets masked: what it outputs is recorded and shown, and so is its error.
+    /// The file of its outputs is rewritten when it holds one.
+    fn redacted(&self, i: usize, result: Result<NodeSuccess, StepError>) -> Result<NodeSuccess, StepError> {
+        let redactor = &self.options.redactor;
+        if redactor.is_empty() {
+            return result;
+        }
+        let file = self.options.run_dir.join(format!("{}.outputs", node_file_stem(&self.nodes[i].id).display()));
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            if let std::borrow::Cow::Owned(clean) = redactor.redact(&text) {
+                let _ = std::fs::write(&file, clean);
+            }
+        }
+        match result {
+            Ok(mut success) => {
+                redactor.outputs(&mut success.outputs);
+                Ok(success)
+            }
+            Err(mut e) => {
+                redactor.scrub(&mut e.message);
+                Err(e)
             }
         }
     }

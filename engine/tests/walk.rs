@@ -34,7 +34,7 @@ fn parse_parts(list: &str) -> Vec<Part> {
             let mut it = p.split('<');
             let name = it.next().unwrap().to_string();
             let needs = it.next().map(|n| n.split('+').map(str::to_string).collect()).unwrap_or_default();
-            Part { description: format!("part {name}"), name, needs }
+            Part { description: format!("part {name}"), name, needs, ..Default::default() }
         })
         .collect()
 }

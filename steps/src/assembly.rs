@@ -54,6 +54,9 @@ pub struct StackArtifact {
     pub bootstrap_version_parameter: Option<String>,
     /// Stack names of this stage it depends on.
     pub depends_on: Vec<String>,
+    /// Where its template and the assets of its own asset manifest are published ([`file_key`], [`image_key`]):
+    /// what its deployment waits for.
+    pub assets: Vec<String>,
 }
 
 /// How a file asset is packaged.
@@ -107,6 +110,16 @@ pub struct ImageDestination {
     pub region: String,
     pub account: String,
     pub role: Option<String>,
+}
+
+/// What a file asset destination provides and a stack consumes: `s3://bucket/key`.
+pub fn file_key(d: &AssetDestination) -> String {
+    format!("s3://{}/{}", d.bucket, d.key)
+}
+
+/// What an image asset destination provides and a stack consumes: `ecr://account/region/repository:tag`.
+pub fn image_key(d: &ImageDestination) -> String {
+    format!("ecr://{}/{}/{}:{}", d.account, d.region, d.repository, d.tag)
 }
 
 /// `${AWS::AccountId}`, `${AWS::Region}`, `${AWS::Partition}` replaced.
@@ -342,6 +355,8 @@ fn read_stage_dir(dir: &Path, name: &str) -> Result<Stage, String> {
     // asset manifest artifact id -> (file, stack's account, stack's region)
     let mut asset_manifests: Vec<(String, String)> = Vec::new();
     let mut env_of_manifest: HashMap<String, (String, String)> = HashMap::new();
+    // stack artifact id -> the artifacts it depends on (its asset manifest among them)
+    let mut deps_of: HashMap<String, Vec<String>> = HashMap::new();
     let ids: HashMap<String, String> = arts
         .iter()
         .filter(|(_, a)| str_of(a, "type") == Some("aws:cloudformation:stack"))
@@ -358,6 +373,7 @@ fn read_stage_dir(dir: &Path, name: &str) -> Result<Stage, String> {
                 for dep in a.get("dependencies").and_then(Value::as_array).into_iter().flatten() {
                     if let Some(dep) = dep.as_str() {
                         env_of_manifest.insert(dep.to_string(), (stack.account.clone(), stack.region.clone()));
+                        deps_of.entry(id.clone()).or_default().push(dep.to_string());
                     }
                 }
                 stacks.push(stack);
@@ -375,9 +391,20 @@ fn read_stage_dir(dir: &Path, name: &str) -> Result<Stage, String> {
     }
     let mut files: Vec<FileAssetEntry> = Vec::new();
     let mut images: Vec<ImageAssetEntry> = Vec::new();
+    let mut keys_of_manifest: HashMap<String, Vec<String>> = HashMap::new();
     for (id, file) in asset_manifests {
         let (account, region) = env_of_manifest.get(&id).cloned().unwrap_or_default();
-        read_asset_manifest(dir, &dir.join(&file), &account, &region, &mut files, &mut images, &mut warnings)?;
+        let keys =
+            read_asset_manifest(dir, &dir.join(&file), &account, &region, &mut files, &mut images, &mut warnings)?;
+        keys_of_manifest.insert(id, keys);
+    }
+    for stack in &mut stacks {
+        stack.assets.extend(stack.template_object_url.clone());
+        for dep in deps_of.get(&stack.id).into_iter().flatten() {
+            stack.assets.extend(keys_of_manifest.get(dep).into_iter().flatten().cloned());
+        }
+        stack.assets.sort();
+        stack.assets.dedup();
     }
     Ok(Stage { name: name.to_string(), dir: dir.to_path_buf(), stacks, files, images, warnings, nested: Vec::new() })
 }
@@ -460,6 +487,7 @@ fn read_stack(
         requires_bootstrap_version: props.get("requiresBootstrapStackVersion").and_then(Value::as_u64),
         bootstrap_version_parameter: str_of(&props, "bootstrapStackVersionSsmParameter").map(str::to_string),
         depends_on,
+        assets: Vec::new(),
     })
 }
 
@@ -506,8 +534,9 @@ fn read_asset_manifest(
     files: &mut Vec<FileAssetEntry>,
     images: &mut Vec<ImageAssetEntry>,
     warnings: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let manifest = read_json(path)?;
+    let mut keys = Vec::new();
     check_version(path, &manifest, warnings)?;
     let base = path.parent().unwrap_or(stage_dir);
     for (hash, asset) in manifest.get("files").and_then(Value::as_object).into_iter().flatten() {
@@ -538,6 +567,7 @@ fn read_asset_manifest(
                 external_id: str_of(d, "assumeRoleExternalId").map(str::to_string),
             })
         })?;
+        keys.extend(destinations.iter().map(file_key));
         let entry = FileAssetEntry {
             hash: hash.clone(),
             display_name: display,
@@ -573,6 +603,7 @@ fn read_asset_manifest(
                 role: str_of(d, "assumeRoleArn").map(resolve),
             })
         })?;
+        keys.extend(destinations.iter().map(image_key));
         // The same image for several stacks (each asset manifest names it, with its own repositories): one asset,
         // every destination kept.
         match images.iter_mut().find(|i| &i.hash == hash) {
@@ -593,7 +624,7 @@ fn read_asset_manifest(
             }),
         }
     }
-    Ok(())
+    Ok(keys)
 }
 
 /// Each destination of an asset, its region and account resolved (the destination's own, else its stack's).

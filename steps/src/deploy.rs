@@ -47,6 +47,9 @@ macro_rules! stack_request {
 /// CloudFormation's limit for a template passed in the request body.
 pub const TEMPLATE_BODY_LIMIT: usize = 51_200;
 
+/// Accounts checked at once by the preflight.
+const PREFLIGHT_CHECKS_AT_ONCE: usize = 16;
+
 const CAPABILITIES: [&str; 3] = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"];
 
 fn stacks(spec: &DeploySpec) -> &[StackSpec] {
@@ -60,13 +63,7 @@ fn stacks(spec: &DeploySpec) -> &[StackSpec] {
 pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let templated = |s: &str| s.contains("${");
-    let account_id = spec.account.len() == 12 && spec.account.chars().all(|c| c.is_ascii_digit());
-    if !account_id && !templated(&spec.account) {
-        problems.push(("account".into(), format!("account `{}` is not a 12-digit AWS account id", spec.account)));
-    }
-    if spec.region.trim().is_empty() {
-        problems.push(("region".into(), "empty `region`".into()));
-    }
+    check_targets(spec, &mut problems);
     let list = stacks(spec);
     match &spec.stacks {
         Stacks::Listed(l) if l.is_empty() => {
@@ -156,6 +153,167 @@ pub fn check(spec: &DeploySpec) -> Vec<(String, String)> {
     problems
 }
 
+/// `account` / `accounts` and `region` / `regions`: one of each, well formed, no account or region twice, and a
+/// single target for an assembly (whose stacks name their own).
+fn check_targets(spec: &DeploySpec, problems: &mut Vec<(String, String)>) {
+    let templated = |s: &str| s.contains("${");
+    let account_id = |a: &str| a.len() == 12 && a.chars().all(|c| c.is_ascii_digit());
+    match (spec.account.is_empty(), spec.accounts.is_empty()) {
+        (false, false) => problems.push(("accounts".into(), "give `account` or `accounts`, not both".into())),
+        (true, true) => problems.push(("account".into(), "a Deploy needs an `account` (or `accounts`)".into())),
+        (false, true) if !account_id(&spec.account) && !templated(&spec.account) => {
+            problems.push(("account".into(), format!("account `{}` is not a 12-digit AWS account id", spec.account)))
+        }
+        _ => {}
+    }
+    let mut seen = HashSet::new();
+    for (i, entry) in spec.accounts.iter().enumerate() {
+        if templated(entry) {
+            continue;
+        }
+        let ids = split_list(std::slice::from_ref(entry));
+        if ids.is_empty() {
+            problems.push((format!("accounts[{i}]"), "empty entry in `accounts`".into()));
+        }
+        for id in ids {
+            if !account_id(&id) {
+                problems.push((format!("accounts[{i}]"), format!("account `{id}` is not a 12-digit AWS account id")));
+            } else if !seen.insert(id.clone()) {
+                problems.push((format!("accounts[{i}]"), format!("account `{id}` is listed twice")));
+            }
+        }
+    }
+    match (spec.region.trim().is_empty(), spec.regions.is_empty()) {
+        (false, false) => problems.push(("regions".into(), "give `region` or `regions`, not both".into())),
+        (true, true) => problems.push(("region".into(), "a Deploy needs a `region` (or `regions`)".into())),
+        _ => {}
+    }
+    let mut seen = HashSet::new();
+    for (i, entry) in spec.regions.iter().enumerate() {
+        if templated(entry) {
+            continue;
+        }
+        for region in split_list(std::slice::from_ref(entry)) {
+            if !seen.insert(region.clone()) {
+                problems.push((format!("regions[{i}]"), format!("region `{region}` is listed twice")));
+            }
+        }
+    }
+    let several = spec.accounts.len() > 1 || spec.regions.len() > 1 || targets(spec).len() > 1;
+    if several && matches!(spec.stacks, Stacks::Assembly { .. }) {
+        problems.push((
+            if spec.accounts.is_empty() { "regions" } else { "accounts" }.into(),
+            "the stacks of an assembly name their own account and region: deploy each stage with its own Deploy \
+             (`account` and `region`)"
+                .into(),
+        ));
+    }
+}
+
+/// One account and region a Deploy deploys its stacks to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeployTarget {
+    pub account: String,
+    pub region: String,
+}
+
+/// The values of `accounts` or `regions` entries: each may hold several, separated by commas or whitespace.
+fn split_list(entries: &[String]) -> Vec<String> {
+    entries
+        .iter()
+        .flat_map(|e| e.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every account and region the Deploy deploys to, each once, in the order written: every account in every
+/// region.
+pub fn targets(spec: &DeploySpec) -> Vec<DeployTarget> {
+    let accounts = if spec.accounts.is_empty() { vec![spec.account.clone()] } else { split_list(&spec.accounts) };
+    let regions = if spec.regions.is_empty() { vec![spec.region.clone()] } else { split_list(&spec.regions) };
+    let mut seen = HashSet::new();
+    let mut list = Vec::with_capacity(accounts.len() * regions.len());
+    for account in &accounts {
+        for region in &regions {
+            let t = DeployTarget { account: account.clone(), region: region.clone() };
+            if seen.insert(t.clone()) {
+                list.push(t);
+            }
+        }
+    }
+    list
+}
+
+/// How the nodes of each target are named: `<label>/<stack>`, the label being the account when all targets share
+/// a region, the region when they share an account, else `<account>-<region>`. One target: no label (`<stack>`).
+fn target_labels(targets: &[DeployTarget]) -> Vec<String> {
+    if targets.len() <= 1 {
+        return vec![String::new(); targets.len()];
+    }
+    let one_region = targets.iter().all(|t| t.region == targets[0].region);
+    let one_account = targets.iter().all(|t| t.account == targets[0].account);
+    targets
+        .iter()
+        .map(|t| match (one_region, one_account) {
+            (true, _) => t.account.clone(),
+            (false, true) => t.region.clone(),
+            _ => format!("{}-{}", t.account, t.region),
+        })
+        .collect()
+}
+
+/// The Deploy as the nodes of one target see it: that account and region.
+pub fn for_target(spec: &DeploySpec, target: &DeployTarget) -> DeploySpec {
+    DeploySpec {
+        account: target.account.clone(),
+        accounts: Vec::new(),
+        region: target.region.clone(),
+        regions: Vec::new(),
+        ..spec.clone()
+    }
+}
+
+/// The Deploy of the target a node part names, and the part's stack: `<target>/<stack>` with several targets,
+/// `<stack>` with one.
+pub fn split_part<'a>(spec: &DeploySpec, part: &'a str) -> Result<(DeploySpec, &'a str), String> {
+    let targets = targets(spec);
+    if targets.len() <= 1 {
+        return Ok((targets.first().map_or_else(|| spec.clone(), |t| for_target(spec, t)), part));
+    }
+    let labels = target_labels(&targets);
+    let (label, stack) = part.split_once('/').ok_or_else(|| format!("`{part}` names no target of this Deploy"))?;
+    let k =
+        labels.iter().position(|l| l == label).ok_or_else(|| format!("`{label}` is not a target of this Deploy"))?;
+    Ok((for_target(spec, &targets[k]), stack))
+}
+
+/// Whether the targets are only known once the step's fields are resolved (a list from `${env:...}` or
+/// `${ssm:...}`): then the nodes of each target are added when the step runs.
+fn targets_known_at_run_time(spec: &DeploySpec) -> bool {
+    spec.accounts.iter().chain(&spec.regions).any(|e| e.contains("${"))
+}
+
+/// The nodes of a Deploy of listed stacks: one per stack, or per target and stack.
+fn listed_parts(spec: &DeploySpec) -> Vec<Part> {
+    let targets = targets(spec);
+    let labels = target_labels(&targets);
+    let mut parts = Vec::with_capacity(targets.len() * stacks(spec).len());
+    for (target, label) in targets.iter().zip(&labels) {
+        let name = |stack: &str| if label.is_empty() { stack.to_string() } else { format!("{label}/{stack}") };
+        let spec = for_target(spec, target);
+        for s in stacks(&spec) {
+            parts.push(Part {
+                name: name(&s.name),
+                needs: s.depends_on.iter().map(|d| name(d)).collect(),
+                description: describe_stack(&spec, s),
+                ..Default::default()
+            });
+        }
+    }
+    parts
+}
+
 /// The role a Deploy assumes, if any.
 pub fn role_arn(spec: &DeploySpec) -> Option<String> {
     let q = spec.qualifier.as_deref().unwrap_or(DEFAULT_QUALIFIER);
@@ -177,25 +335,41 @@ fn assets_bucket(spec: &DeploySpec) -> String {
 
 /// What `plan` says.
 pub fn describe(spec: &DeploySpec, part: Option<&str>) -> String {
-    let to = format!("aws://{}/{}", spec.account, spec.region);
     if let Stacks::Assembly { dir, stage } = &spec.stacks {
+        let to = format!("aws://{}/{}", spec.account, spec.region);
         return match part {
             Some(p) => format!("deploy stack {p} of stage {stage} ({dir}) to {to}, as the roles its manifest names"),
             None => format!("deploy the stacks of stage {stage} of the cloud assembly {dir} to {to}"),
         };
     }
-    let stacks = stacks(spec);
-    match part.and_then(|p| stacks.iter().find(|s| s.name == p)) {
-        Some(stack) => {
-            // Whether the stack exists is only known when it runs (or with `plan --diff`): say both ways.
-            let how = match spec.method {
-                DeployMethod::ChangeSet => "created with CreateStack if new, else updated by change set",
-                DeployMethod::Direct => "created with CreateStack if new, else updated with UpdateStack",
-            };
-            let role = role_arn(spec).map_or("the caller's credentials".to_string(), |r| format!("role {r}"));
-            format!("deploy stack {} ({}) to {to}: {how}, as {role}", stack.name, stack.template)
+    let (spec, name) = match part.map(|p| split_part(spec, p)) {
+        Some(Ok((spec, name))) => (std::borrow::Cow::Owned(spec), Some(name)),
+        _ => (std::borrow::Cow::Borrowed(spec), None),
+    };
+    let to = format!("aws://{}/{}", spec.account, spec.region);
+    let stacks = stacks(&spec);
+    match name.and_then(|p| stacks.iter().find(|s| s.name == p)) {
+        Some(stack) => describe_stack(&spec, stack),
+        None if targets_known_at_run_time(&spec) => {
+            let list: Vec<&str> = spec.accounts.iter().chain(&spec.regions).map(String::as_str).collect();
+            format!("deploy {} stacks to each target of {}", stacks.len(), list.join(", "))
         }
-        None => format!("deploy {} stacks to {to}", stacks.len()),
+        None => {
+            let targets = targets(&spec);
+            if targets.len() > 1 {
+                let shown: Vec<String> =
+                    targets.iter().take(3).map(|t| format!("aws://{}/{}", t.account, t.region)).collect();
+                let more = if targets.len() > 3 { format!(" and {} more", targets.len() - 3) } else { String::new() };
+                format!(
+                    "deploy {} stacks to each of {} targets: {}{more}",
+                    stacks.len(),
+                    targets.len(),
+                    shown.join(", ")
+                )
+            } else {
+                format!("deploy {} stacks to {to}", stacks.len())
+            }
+        }
     }
 }
 
@@ -236,10 +410,23 @@ impl subst::Lookup for EnvFn<'_> {
     }
 }
 
-/// One node per stack, ordered by `depends_on`. Stack names are node ids: their `${env:...}` are substituted
-/// now, from `env`, and the result must be a name CloudFormation accepts (else an error showing it). An
-/// assembly's stacks: known now when the assembly is in the step's workspace and nothing upstream can change it
-/// before the step runs (`workspace` says where, or `None`), else when the node runs (after the step that
+/// What `plan` says of one listed stack of a Deploy to one target. Whether the stack exists is only known when it
+/// runs (or with `plan --diff`): it says both ways.
+fn describe_stack(spec: &DeploySpec, stack: &StackSpec) -> String {
+    let how = match spec.method {
+        DeployMethod::ChangeSet => "created with CreateStack if new, else updated by change set",
+        DeployMethod::Direct => "created with CreateStack if new, else updated with UpdateStack",
+    };
+    let role = role_arn(spec).map_or("the caller's credentials".to_string(), |r| format!("role {r}"));
+    let to = format!("aws://{}/{}", spec.account, spec.region);
+    format!("deploy stack {} ({}) to {to}: {how}, as {role}", stack.name, stack.template)
+}
+
+/// One node per stack (per target and stack with several targets), ordered by `depends_on`; targets listed with
+/// `${ssm:...}` or a `${env:...}` not set now are known when the step runs. Stack names are node ids: their
+/// `${env:...}` are substituted now, from `env`, and the result must be a name CloudFormation accepts (else an error
+/// showing it). An assembly's stacks: known now when the assembly is in the step's workspace and nothing upstream can
+/// change it before the step runs (`workspace` says where, or `None`), else when the node runs (after the step that
 /// synthesizes it).
 pub fn expand(
     spec: &DeploySpec,
@@ -258,7 +445,6 @@ pub fn expand(
         let stage = assembly::load_stage(&root, stage)?;
         return Ok(Expansion::Parts(assembly_parts(spec, &stage)?));
     }
-    let mut parts = Vec::new();
     for (s, raw) in stacks(spec).iter().zip(stacks(written)) {
         if s.name.contains("${") {
             let mut missing = Vec::new();
@@ -277,13 +463,11 @@ pub fn expand(
                 s.name, raw.name
             ));
         }
-        parts.push(Part {
-            name: s.name.clone(),
-            needs: s.depends_on.clone(),
-            description: describe(spec, Some(&s.name)),
-        });
     }
-    Ok(Expansion::Parts(parts))
+    if targets_known_at_run_time(spec) {
+        return Ok(Expansion::AtRunTime);
+    }
+    Ok(Expansion::Parts(listed_parts(spec)))
 }
 
 /// The nodes of an assembly stage's stacks; every stack must be for this Deploy's account and region.
@@ -306,6 +490,9 @@ fn assembly_parts(spec: &DeploySpec, stage: &assembly::Stage) -> Result<Vec<Part
             name: s.stack_name.clone(),
             needs: s.depends_on.clone(),
             description: describe(spec, Some(&s.stack_name)),
+            // Its template and assets: it waits for the nodes publishing them, not the whole stage's Publish.
+            consumes: Some(s.assets.clone()),
+            ..Default::default()
         })
         .collect())
 }
@@ -329,13 +516,15 @@ pub fn target(spec: &DeploySpec, pipeline: &str, step: &str, endpoint: Option<&s
 }
 
 /// Before the first stack of a run: every Deploy's role (and every Publish's of files declared in the pipeline)
-/// can be assumed and acts in its account. Fields are
-/// resolved against the environment; a Deploy whose target depends on step outputs is checked when it runs.
+/// can be assumed and acts in its account, for every target of the Deploy. Fields are resolved against the
+/// environment and the Parameter Store values read for the run; a Deploy whose target depends on step outputs is
+/// checked when it runs.
 pub async fn preflight(
     steps: &[Step],
     pipeline: &str,
     endpoint: Option<&str>,
     env: &HashMap<String, String>,
+    store: &subst::StoreValues,
     sessions: &Arc<Sessions>,
 ) -> Vec<String> {
     let mut targets = Vec::new();
@@ -348,10 +537,13 @@ pub async fn preflight(
         }
         let StepKind::Deploy(spec) = &step.kind else { continue };
         let mut missing = Vec::new();
-        let mut resolve = |s: &str| subst::render(s, &EnvOnly(env), &mut missing);
+        let lookup = subst::BeforeRun { env, store };
+        let mut resolve = |s: &str| subst::render(s, &lookup, &mut missing);
         let mut resolved = spec.clone();
         resolved.account = resolve(&spec.account);
+        resolved.accounts = spec.accounts.iter().map(|a| resolve(a)).collect();
         resolved.region = resolve(&spec.region);
+        resolved.regions = spec.regions.iter().map(|r| resolve(r)).collect();
         if let DeployRole::Arn(arn) = &spec.role {
             resolved.role = DeployRole::Arn(resolve(arn));
         }
@@ -359,16 +551,25 @@ pub async fn preflight(
         resolved.qualifier = spec.qualifier.as_deref().map(&mut resolve);
         let endpoint = endpoint.map(&mut resolve);
         if missing.is_empty() {
-            targets.push((step.id.clone(), target(&resolved, pipeline, &step.id, endpoint.as_deref())));
+            for t in self::targets(&resolved) {
+                let spec = for_target(&resolved, &t);
+                targets.push((step.id.clone(), target(&spec, pipeline, &step.id, endpoint.as_deref())));
+            }
         }
     }
     let mut checks = tokio::task::JoinSet::new();
     let mut unique = HashSet::new();
+    // Bounded: a Deploy to a hundred accounts must not open a hundred STS connections at once.
+    let limit = Arc::new(tokio::sync::Semaphore::new(PREFLIGHT_CHECKS_AT_ONCE));
     for (id, t) in targets {
         if unique.insert(t.clone()) {
             // Sessions are cached by target: the checked ones are reused by the stacks.
             let sessions = Arc::clone(sessions);
-            checks.spawn(async move { sessions.get(&t).await.err().map(|e| format!("`{id}`: {e}")) });
+            let limit = Arc::clone(&limit);
+            checks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                sessions.get(&t).await.err().map(|e| format!("`{id}`: {e}"))
+            });
         }
     }
     let mut errors = Vec::new();
@@ -782,18 +983,29 @@ impl StepRunner for DeployStep {
         if let Stacks::Assembly { dir, stage } = &self.spec.stacks {
             return self.run_assembly(ctx, dir, stage).await;
         }
-        let Some(name) = ctx.part.as_deref() else {
-            return Err(StepError::invalid("a Deploy runs as one node per stack"));
+        let Some(part) = ctx.part.as_deref() else {
+            // Targets listed from the environment or Parameter Store: known now, one node each.
+            let mut problems = Vec::new();
+            check_targets(&self.spec, &mut problems);
+            if let Some((_, problem)) = problems.first() {
+                return Err(StepError::invalid(problem.clone()));
+            }
+            let parts = listed_parts(&self.spec);
+            ctx.events
+                .log(Stream::Runner, format!("{} targets: {} nodes", targets(&self.spec).len(), parts.len()))
+                .await;
+            return Ok(NodeSuccess { expansion: parts, ..Default::default() });
         };
-        let stack = stacks(&self.spec)
+        let (spec, name) = split_part(&self.spec, part).map_err(StepError::invalid)?;
+        let stack = stacks(&spec)
             .iter()
             .find(|s| s.name == name)
             .ok_or_else(|| StepError::invalid(format!("no stack `{name}` in this stage")))?;
-        let target = target(&self.spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
+        let target = target(&spec, &ctx.pipeline, &ctx.step, self.endpoint.as_deref());
         let session = self.sessions.get(&target).await.map_err(|e| StepError::failed(e.to_string()))?;
         self.check_stage(ctx, &ctx.step, stacks(&self.spec), &target).await?;
         let deployment = StackDeployment {
-            spec: &self.spec,
+            spec: &spec,
             stack,
             session: &session,
             cfn: session.cloudformation(),
@@ -917,9 +1129,11 @@ pub fn stack_for_diff(
     workspace: &std::path::Path,
 ) -> Result<(DeploySpec, StackSpec), String> {
     match &spec.stacks {
-        Stacks::Listed(list) => {
-            let stack = list.iter().find(|s| s.name == part).cloned().ok_or_else(|| format!("no stack `{part}`"))?;
-            Ok((spec.clone(), stack))
+        Stacks::Listed(_) => {
+            let (spec, name) = split_part(spec, part)?;
+            let stack =
+                stacks(&spec).iter().find(|s| s.name == name).cloned().ok_or_else(|| format!("no stack `{name}`"))?;
+            Ok((spec, stack))
         }
         Stacks::Assembly { dir, stage } => {
             let stage = assembly::load_stage(&workspace.join(dir), stage)?;
@@ -1625,7 +1839,9 @@ mod tests {
         use aws_sdk_cloudformation::types::{Capability, Parameter as P, Tag as T};
         let spec = DeploySpec {
             account: "111111111111".into(),
+            accounts: Vec::new(),
             region: "us-east-1".into(),
+            regions: Vec::new(),
             role: DeployRole::Bootstrap,
             qualifier: None,
             external_id: None,
@@ -1703,7 +1919,9 @@ mod tests {
     fn bootstrap_role_and_bucket_follow_cdk_names() {
         let spec = DeploySpec {
             account: "111111111111".into(),
+            accounts: Vec::new(),
             region: "eu-west-1".into(),
+            regions: Vec::new(),
             role: DeployRole::Bootstrap,
             qualifier: None,
             external_id: None,

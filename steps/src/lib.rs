@@ -8,6 +8,7 @@ pub mod codebuild;
 pub mod deploy;
 pub mod destroy;
 pub mod docker;
+pub mod parameter_store;
 pub mod process;
 pub mod publish;
 pub mod self_update;
@@ -79,7 +80,11 @@ impl StepCatalog {
                         return None;
                     }
                 }
-                StepKind::Deploy(_) | StepKind::Publish(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {}
+                StepKind::Deploy(_)
+                | StepKind::Publish(_)
+                | StepKind::Approval(_)
+                | StepKind::SelfUpdate(_)
+                | StepKind::ParameterStore(_) => {}
             }
         }
         Some(ctx.base_dir.join(checkout.unwrap_or_default()))
@@ -94,6 +99,7 @@ impl Catalog for StepCatalog {
             StepKind::Deploy(spec) => deploy::check(spec),
             StepKind::Approval(spec) => approval::check(spec),
             StepKind::SelfUpdate(spec) => self_update::check(spec),
+            StepKind::ParameterStore(spec) => parameter_store::check(spec),
             StepKind::Publish(spec) => publish::check(spec),
         }
     }
@@ -105,6 +111,7 @@ impl Catalog for StepCatalog {
             StepKind::Deploy(spec) => deploy::describe(spec, part),
             StepKind::Approval(spec) => approval::describe(spec),
             StepKind::SelfUpdate(spec) => self_update::describe(spec),
+            StepKind::ParameterStore(spec) => parameter_store::describe(spec),
             StepKind::Publish(spec) => publish::describe(spec, part),
         }
     }
@@ -117,9 +124,11 @@ impl Catalog for StepCatalog {
             StepKind::Publish(spec) => {
                 publish::expand(spec, || self.plan_time_workspace(ctx, upstream), &|name| std::env::var(name).ok())
             }
-            StepKind::Source(_) | StepKind::Shell(_) | StepKind::Approval(_) | StepKind::SelfUpdate(_) => {
-                Ok(Expansion::Single)
-            }
+            StepKind::Source(_)
+            | StepKind::Shell(_)
+            | StepKind::Approval(_)
+            | StepKind::SelfUpdate(_)
+            | StepKind::ParameterStore(_) => Ok(Expansion::Single),
         }
     }
 
@@ -160,6 +169,11 @@ impl Catalog for StepCatalog {
                 spec: spec.clone(),
                 settings: self.self_update.clone(),
                 catalog: StepCatalog::default(),
+            }),
+            StepKind::ParameterStore(spec) => Box::new(parameter_store::ParameterStoreStep {
+                spec: (**spec).clone(),
+                endpoint: self.aws_endpoint.clone(),
+                sessions: Arc::clone(&self.aws),
             }),
             StepKind::Publish(spec) => Box::new(publish::PublishStep {
                 spec: (**spec).clone(),

@@ -130,9 +130,19 @@ pub fn expand(
     }
 }
 
+/// One node per asset, each saying where it puts the asset, so that a stack waits only for its own.
 fn parts(spec: &PublishSpec, stage: &assembly::Stage) -> Vec<Part> {
-    let names = stage.files.iter().map(|f| &f.part).chain(stage.images.iter().map(|i| &i.part));
-    names.map(|n| Part { name: n.clone(), needs: Vec::new(), description: describe(spec, Some(n)) }).collect()
+    let files = stage.files.iter().map(|f| (&f.part, f.destinations.iter().map(assembly::file_key).collect()));
+    let images = stage.images.iter().map(|i| (&i.part, i.destinations.iter().map(assembly::image_key).collect()));
+    files
+        .chain(images)
+        .map(|(n, provides)| Part {
+            name: n.clone(),
+            description: describe(spec, Some(n)),
+            provides,
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn bucket_of(d: &Destination) -> String {
