@@ -55,6 +55,9 @@ impl Plan {
         // A step's nodes are added one after the other: their indices are a range.
         let mut nodes_of: Vec<std::ops::Range<u32>> = Vec::with_capacity(steps.len());
         let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        // What parts provide and consume (assets and the stacks that use them): only while connecting steps.
+        let mut provides: HashMap<u32, Vec<String>> = HashMap::new();
+        let mut consumes: HashMap<u32, Vec<String>> = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
             let kind = step.kind.name();
             let expansion = catalog.expand(step, ctx, Upstream::new(steps, &index, i)).unwrap_or_else(|message| {
@@ -79,6 +82,12 @@ impl Plan {
                         .iter()
                         .map(|p| {
                             let node = graph.add_node(part_node(&step.id, i, kind, p));
+                            if !p.provides.is_empty() {
+                                provides.insert(node.index() as u32, p.provides.clone());
+                            }
+                            if let Some(c) = &p.consumes {
+                                consumes.insert(node.index() as u32, c.clone());
+                            }
                             (p.name.as_str(), node)
                         })
                         .collect();
@@ -107,6 +116,13 @@ impl Plan {
                 let n = index[need.as_str()];
                 for from in nodes_of[n].clone() {
                     for to in nodes_of[i].clone() {
+                        // A node that says what it consumes waits only for the providers of it (a stack for its
+                        // template and assets, not for every asset of the Publish it needs).
+                        if let (Some(p), Some(c)) = (provides.get(&from), consumes.get(&to)) {
+                            if !p.iter().any(|k| c.contains(k)) {
+                                continue;
+                            }
+                        }
                         graph.add_edge(NodeIndex::new(from as usize), NodeIndex::new(to as usize), ());
                     }
                 }

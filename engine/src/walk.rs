@@ -347,6 +347,12 @@ struct Walker<'p> {
     stop: watch::Sender<Option<StopReason>>,
     /// A node asked to restart from a new definition: nothing more starts.
     restart: Option<(String, crate::step::Restart)>,
+    /// What parts spliced in at run time provide (published assets), by node.
+    provides: HashMap<usize, Vec<String>>,
+    /// Providers a node that expands when it runs did not wait for: its parts wait for those they consume.
+    deferred: HashMap<usize, Vec<usize>>,
+    /// By step: whether its fields refer to outputs of other steps.
+    output_refs: HashMap<usize, bool>,
 }
 
 impl<'p> Walker<'p> {
@@ -371,6 +377,9 @@ impl<'p> Walker<'p> {
             by_id: None,
             stop,
             restart: None,
+            provides: HashMap::new(),
+            deferred: HashMap::new(),
+            output_refs: HashMap::new(),
         }
     }
 
@@ -678,31 +687,54 @@ impl<'p> Walker<'p> {
         self.emit(kind).await;
     }
 
-    /// Add the parts a node expanded into: they run after it, and its dependents wait for them too.
+    /// Add the parts a node expanded into: they run after it, and its dependents wait for them too. Two
+    /// refinements for parts that say what they provide and consume (assets, and the stacks that use them, as
+    /// `cdk deploy` orders them): a dependent that expands when it runs does not wait for the parts here that
+    /// provide something (it only reads its manifest), and its own parts then wait for the providers of what they
+    /// consume. So a stack starts once its template and assets are published, not once the whole Publish is done.
     async fn splice(&mut self, i: usize, parts: &[crate::step::Part]) {
         let first = self.nodes.len();
+        let end = first + parts.len();
         let step = self.nodes[i].step as usize;
-        let step_def = &self.plan.pipeline.loaded.pipeline.steps[step];
+        let plan: &'p Plan = self.plan;
+        let step_def = &plan.pipeline.loaded.pipeline.steps[step];
         let dependents: Vec<usize> = self.dependents.of(i).collect();
+        let deferring: Vec<bool> = dependents.iter().map(|&d| self.defers(d)).collect();
+        // Providers an earlier splice left for this node's parts to wait for, as they need.
+        let deferred = self.deferred.remove(&i).unwrap_or_default();
         let names: HashMap<&str, usize> = parts.iter().enumerate().map(|(k, p)| (p.name.as_str(), first + k)).collect();
         let mut infos = Vec::new();
+        let mut blocked = Vec::new();
         let step_id: Arc<str> = Arc::from(step_def.id.as_str());
         let ids: Vec<Arc<str>> = parts.iter().map(|p| Arc::from(format!("{}/{}", self.nodes[i].id, p.name))).collect();
         for (k, p) in parts.iter().enumerate() {
             let id = ids[k].clone();
             let mut needs = vec![i];
             needs.extend(p.needs.iter().filter_map(|n| names.get(n.as_str()).copied()));
+            let waits: Vec<usize> = deferred
+                .iter()
+                .copied()
+                .filter(|q| match &p.consumes {
+                    None => true,
+                    Some(c) => self.provides.get(q).is_some_and(|provided| provided.iter().any(|x| c.contains(x))),
+                })
+                .collect();
             // Counts the expanding node too: its own release below lets the parts start.
-            let pending = needs.len();
+            let pending = needs.len() + waits.iter().filter(|&&q| self.nodes[q].status.is_none()).count();
+            if let Some(&q) = waits.iter().find(|&&q| self.nodes[q].status.is_some_and(|s| !s.is_success())) {
+                blocked.push((first + k, q));
+            }
             infos.push(NodeInfo {
                 id: id.clone(),
                 step: step_id.clone(),
                 kind: step_def.kind.name(),
                 needs: needs
                     .iter()
+                    .chain(&waits)
                     .map(|&n| if n < first { self.nodes[n].id.clone() } else { ids[n - first].clone() })
                     .collect(),
-                description: Arc::from(self.catalog.describe(step_def, Some(&p.name))),
+                // Described by the step that expanded, from its resolved fields.
+                description: Arc::from(p.description.as_str()),
             });
             if let Some(by_id) = self.by_id.as_mut() {
                 by_id.insert(id.clone(), self.nodes.len());
@@ -714,16 +746,76 @@ impl<'p> Walker<'p> {
                     self.dependents.add(n, [k]);
                 }
             }
+            for &q in &waits {
+                if self.nodes[q].status.is_none() {
+                    self.dependents.add(q, [k]);
+                }
+            }
+            needs.extend(waits);
             self.needs.add(k, needs);
-            self.dependents.add(k, dependents.iter().copied());
+            if p.provides.is_empty() {
+                self.dependents.add(k, dependents.iter().copied());
+            } else {
+                self.provides.insert(k, p.provides.clone());
+                for (&d, &defers) in dependents.iter().zip(&deferring) {
+                    if defers {
+                        self.deferred.entry(d).or_default().push(k);
+                    } else {
+                        self.dependents.add(k, [d]);
+                    }
+                }
+            }
         }
-        let end = self.nodes.len();
-        for &d in &dependents {
-            self.nodes[d].pending += parts.len() as u32;
-            self.needs.add(d, first..end);
+        for (&d, &defers) in dependents.iter().zip(&deferring) {
+            let waited: Vec<usize> = (first..end).filter(|&k| !(defers && self.provides.contains_key(&k))).collect();
+            self.nodes[d].pending += waited.len() as u32;
+            self.needs.add(d, waited);
         }
         self.dependents.add(i, first..end);
         self.emit(EventKind::NodesAdded { node: self.nodes[i].id.to_string(), nodes: infos }).await;
+        for (k, q) in blocked {
+            let failed = self.nodes[q].status == Some(Status::Failed);
+            let cause = self.nodes[q].id.clone();
+            self.skip_from(k, &cause, failed).await;
+        }
+    }
+
+    /// Whether node `d` expands when it runs and reads nothing its needs' parts make: then it need not wait for
+    /// the parts that provide something (its own parts will, for what they consume). A step whose fields refer to
+    /// outputs of other steps waits for everything, as they may be those parts'.
+    fn defers(&mut self, d: usize) -> bool {
+        let plan: &'p Plan = self.plan;
+        if d >= plan.graph.node_count() || self.nodes[d].status.is_some() {
+            return false;
+        }
+        if !plan.graph[petgraph::graph::NodeIndex::new(d)].expands_at_run_time {
+            return false;
+        }
+        let step = self.nodes[d].step as usize;
+        let refers = *self.output_refs.entry(step).or_insert_with(|| {
+            serde_json::to_string(&plan.pipeline.loaded.pipeline.steps[step]).is_ok_and(|t| t.contains("${steps."))
+        });
+        !refers
+    }
+
+    /// Mark node `k` and everything downstream of it skipped: it needs `cause`, which did not succeed.
+    async fn skip_from(&mut self, k: usize, cause: &str, failed: bool) {
+        let mut stack = vec![k];
+        let mut downstream = Vec::new();
+        while let Some(d) = stack.pop() {
+            if self.nodes[d].status.is_none() {
+                self.nodes[d].status = Some(Status::Skipped);
+                downstream.push(d);
+                stack.extend(self.dependents.of(d));
+            }
+        }
+        downstream.sort_unstable();
+        for d in downstream {
+            self.nodes[d].status = None;
+            let reason =
+                format!("not run: it needs `{cause}`, which {}", if failed { "failed" } else { "did not run" });
+            self.set_done(d, Status::Skipped, Some(reason.into())).await;
+        }
     }
 
     /// The chain of nodes whose durations add up to the longest, and that length.

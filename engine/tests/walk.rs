@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, watch};
 
 /// What a node's runner does, read from its step's commands (after `${...}` substitution):
 /// `sleep:MS`, `fail`, `fail-first:N` (fails the first N attempts), `out:K=V` (an output), `parts:a,b<a` (plan-time
-/// parts; `b<a` means b needs a) and `expand:a,b<a` (parts found at run time). Anything else does nothing.
+/// parts; `b<a` means b needs a; `a!k` provides k, `a?k` consumes k) and `expand:a,b<a` (parts found at run
+/// time); `part-sleep:a=MS` and `part-fail:a` act on one part only. Anything else does nothing.
 #[derive(Debug, Clone, Default)]
 struct Behaviour {
     sleep: Option<Duration>,
@@ -26,15 +27,27 @@ struct Behaviour {
     fail_first: u32,
     outputs: BTreeMap<String, String>,
     expand: Vec<Part>,
+    part_sleep: HashMap<String, Duration>,
+    part_fail: Vec<String>,
 }
 
+/// `name<need+need!provided+provided?consumed+consumed`: every suffix optional.
 fn parse_parts(list: &str) -> Vec<Part> {
+    let keys = |s: &str| s.split('+').filter(|k| !k.is_empty()).map(str::to_string).collect::<Vec<_>>();
     list.split(',')
         .map(|p| {
+            let (p, consumes) = match p.split_once('?') {
+                Some((p, c)) => (p, Some(keys(c))),
+                None => (p, None),
+            };
+            let (p, provides) = match p.split_once('!') {
+                Some((p, k)) => (p, keys(k)),
+                None => (p, Vec::new()),
+            };
             let mut it = p.split('<');
             let name = it.next().unwrap().to_string();
-            let needs = it.next().map(|n| n.split('+').map(str::to_string).collect()).unwrap_or_default();
-            Part { description: format!("part {name}"), name, needs, ..Default::default() }
+            let needs = it.next().map(keys).unwrap_or_default();
+            Part { description: format!("part {name}"), name, needs, provides, consumes }
         })
         .collect()
 }
@@ -63,6 +76,11 @@ impl Behaviour {
                 b.outputs.insert(k.to_string(), v.to_string());
             } else if let Some(list) = c.strip_prefix("expand:") {
                 b.expand = parse_parts(list);
+            } else if let Some(spec) = c.strip_prefix("part-sleep:") {
+                let (part, ms) = spec.split_once('=').unwrap();
+                b.part_sleep.insert(part.to_string(), Duration::from_millis(ms.parse().unwrap()));
+            } else if let Some(part) = c.strip_prefix("part-fail:") {
+                b.part_fail.push(part.to_string());
             }
         }
         b
@@ -145,7 +163,8 @@ impl StepRunner for TestRunner {
         let start = Instant::now();
         let b = &self.behaviour;
         let mut result = Ok(());
-        if let Some(d) = b.sleep {
+        let part_sleep = ctx.part.as_ref().and_then(|p| b.part_sleep.get(p)).copied();
+        if let Some(d) = part_sleep.or(b.sleep) {
             let mut stop = ctx.stop.clone();
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
@@ -155,7 +174,8 @@ impl StepRunner for TestRunner {
         if b.panic {
             panic!("index out of bounds: the len is 0 but the index is 0");
         }
-        if result.is_ok() && (b.fail || ctx.attempt <= b.fail_first) {
+        let part_fails = ctx.part.as_ref().is_some_and(|p| b.part_fail.contains(p));
+        if result.is_ok() && (b.fail || part_fails || ctx.attempt <= b.fail_first) {
             result = Err(StepError::failed(format!("attempt {} failed", ctx.attempt)));
         }
         self.log.lock().unwrap().push(Ran {
@@ -457,6 +477,86 @@ async fn run_time_expansion_splices_parts_between_the_step_and_its_dependents() 
     let added_at = position(&|k| matches!(k, EventKind::NodesAdded { .. }));
     let x_started = position(&|k| matches!(k, EventKind::NodeStarted { node, .. } if node == "e/x"));
     assert!(added_at < x_started, "NodesAdded comes before the parts start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_waits_only_for_the_providers_of_what_it_consumes_not_for_its_steps_whole_need() {
+    // A Publish and a Deploy that both expand at run time (a synth before them): the Deploy's stack `x` needs
+    // only the asset `a`; the slow asset `b` is for stack `y`.
+    let catalog = Arc::new(TestCatalog::default());
+    let p = plan(
+        &catalog,
+        &[
+            r#"Step(id: "publish", kind: Shell(commands: ["expand:a!ka,b!kb", "part-sleep:b=400"]))"#,
+            r#"Step(id: "deploy", needs: ["publish"], kind: Shell(commands: ["expand:x?ka,y?kb+ka"]))"#,
+            r#"Step(id: "after", needs: ["deploy"], kind: Shell(commands: ["x"]))"#,
+        ],
+    );
+    let w = walk_plan(&p, &catalog, 0, false).await;
+    assert_eq!(w.outcome.status, RunStatus::Succeeded);
+    let (a, b) = (catalog.once("publish/a"), catalog.once("publish/b"));
+    let (deploy, x, y, after) =
+        (catalog.once("deploy"), catalog.once("deploy/x"), catalog.once("deploy/y"), catalog.once("after"));
+    assert!(deploy.start < b.end, "the Deploy expanded without waiting for `b`");
+    assert!(x.start < b.end, "deploy/x started before the asset it does not need was published");
+    assert!(a.end <= x.start, "deploy/x waited for the asset it needs");
+    assert!(b.end <= y.start, "deploy/y waited for the slow asset it needs");
+    assert!(x.end <= after.start && y.end <= after.start, "what needs the Deploy waits for all its stacks");
+    let needs_of = |id: &str| {
+        w.events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::NodesAdded { nodes, .. } => nodes.iter().find(|n| &*n.id == id).cloned(),
+                _ => None,
+            })
+            .unwrap()
+            .needs
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(needs_of("deploy/x"), ["deploy", "publish/a"]);
+    assert_eq!(needs_of("deploy/y"), ["deploy", "publish/a", "publish/b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_provider_skips_only_the_parts_that_consume_it() {
+    let catalog = Arc::new(TestCatalog::default());
+    let p = plan(
+        &catalog,
+        &[
+            r#"Step(id: "publish", kind: Shell(commands: ["expand:a!ka,b!kb", "part-fail:b"]))"#,
+            // The Deploy expands after `b` failed: its parts are connected to a finished failure.
+            r#"Step(id: "deploy", needs: ["publish"], kind: Shell(commands: ["expand:x?ka,y?kb", "sleep:100"]))"#,
+        ],
+    );
+    let w = walk_plan(&p, &catalog, 0, false).await;
+    assert_eq!(w.outcome.status, RunStatus::Failed);
+    assert_eq!(w.status("publish/b"), Status::Failed);
+    assert_eq!(w.status("deploy/x"), Status::Succeeded);
+    assert_eq!(w.status("deploy/y"), Status::Skipped);
+    let y = w.outcome.nodes.iter().find(|n| &*n.id == "deploy/y").unwrap();
+    assert_eq!(y.error.as_deref(), Some("not run: it needs `publish/b`, which failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_time_parts_wait_only_for_the_providers_of_what_they_consume() {
+    let catalog = Arc::new(TestCatalog::default());
+    let p = plan(
+        &catalog,
+        &[
+            r#"Step(id: "publish", kind: Shell(commands: ["parts:a!ka,b!kb"]))"#,
+            r#"Step(id: "gate", kind: Shell(commands: ["x"]))"#,
+            r#"Step(id: "deploy", needs: ["publish", "gate"], kind: Shell(commands: ["parts:x?ka,y"]))"#,
+        ],
+    );
+    let needs = |id: &str| {
+        let n = p.graph.node_indices().find(|&n| &*p.graph[n].id == id).unwrap();
+        p.needs_of(n).iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    // x consumes `ka`: publish/a, and the gate (which provides nothing); y says nothing: everything.
+    assert_eq!(needs("deploy/x"), ["publish/a", "gate"]);
+    assert_eq!(needs("deploy/y"), ["publish/a", "publish/b", "gate"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
