@@ -207,6 +207,21 @@ fn outputs_go_to_parameter_store_and_a_rerun_writes_nothing() {
     assert_eq!(again.finished("outputs")["outputs"]["WRITTEN"], "0");
     assert_eq!(parameters(&moto, None, "/DataLake/Prod")["/DataLake/Prod/queue_url"][1], 1);
 
+    // Read back as a consumer would: the values, as outputs.
+    let read_text = r#"Pipeline(name: "consumer", steps: [
+        Step(id: "read", kind: ParameterStore(prefix: "/DataLake/Prod/", read: ["queue_url", "environment"])),
+        Step(id: "use", needs: ["read"], kind: Shell(commands: ["echo \"queue $queue_url in $environment\""])),
+    ])"#;
+    let consumer = moto.env(Test::new().pipeline(read_text));
+    let read = consumer.run_with(&["run", "pipeline.ron", "--output", "json"]);
+    read.assert_success().assert_stdout_contains(&format!("queue {url} in Prod"));
+    assert_eq!(read.finished("read")["outputs"]["queue_url"], url.as_str());
+    let missing_text = read_text.replace("\"environment\"]", "\"environment\", \"vpc_id\"]");
+    let missing = moto.env(Test::new().pipeline(&missing_text)).run_with(&["run", "pipeline.ron"]);
+    missing.assert_code(1).assert_output_contains(
+        "this parameter is not in the Parameter Store of the deployment account: /DataLake/Prod/vpc_id",
+    );
+
     // One value changed by hand: only that one is written back.
     seed(&moto, None, &[("/DataLake/Prod/environment", "Tampered", "String")]);
     let third = t.run_with(&["run", "pipeline.ron", "--output", "json"]);

@@ -433,15 +433,21 @@ pub struct SelfUpdateSpec {
 }
 
 /// Write values (chosen outputs of a stage, usually) to SSM Parameter Store, where other pipelines find them: each
-/// parameter is named by the prefix and its key, and written (overwritten) only when its value differs.
+/// parameter is named by the prefix and its key, and written (overwritten) only when its value differs. Or read
+/// parameters back into outputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParameterStoreSpec {
     /// Put before every key, e.g. `/DataLake/Prod/` (a name with `/` in it must start with `/`).
     #[serde(default)]
     pub prefix: String,
-    /// Key (after the prefix) -> value, e.g. `"vpc_id": "${steps.deploy/Prod-VpcStack.outputs.VpcId}"`.
+    /// Key (after the prefix) -> value to write, e.g. `"vpc_id": "${steps.deploy/Prod-VpcStack.outputs.VpcId}"`.
+    #[serde(default)]
     pub parameters: BTreeMap<String, String>,
+    /// Keys (after the prefix) to read back into the node's outputs (`vpc_id` -> output `vpc_id`), after writing:
+    /// what a consumer of the parameters sees. A parameter that does not exist fails the step.
+    #[serde(default)]
+    pub read: Vec<String>,
     /// The account whose Parameter Store is written; left out: the deployment account, with the caller's
     /// credentials.
     #[serde(default)]

@@ -107,8 +107,8 @@ pub async fn read_references(
 pub fn check(spec: &ParameterStoreSpec) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let templated = |s: &str| s.contains("${");
-    if spec.parameters.is_empty() {
-        problems.push(("parameters".into(), "a ParameterStore step needs at least one parameter".into()));
+    if spec.parameters.is_empty() && spec.read.is_empty() {
+        problems.push(("parameters".into(), "a ParameterStore step writes `parameters` or `read`s some".into()));
     }
     let name_ok = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
     if !templated(&spec.prefix) && !name_ok(&spec.prefix) {
@@ -116,6 +116,12 @@ pub fn check(spec: &ParameterStoreSpec) -> Vec<(String, String)> {
             "prefix".into(),
             format!("prefix `{}`: parameter names use only letters, digits and `_.-/`", spec.prefix),
         ));
+    }
+    for (i, key) in spec.read.iter().enumerate() {
+        if key.is_empty() || !name_ok(key) {
+            problems
+                .push((format!("read[{i}]"), format!("`{key}`: parameter names use only letters, digits and `_.-/`")));
+        }
     }
     for (key, value) in &spec.parameters {
         let at = format!("parameters.{key}");
@@ -150,7 +156,6 @@ pub fn check(spec: &ParameterStoreSpec) -> Vec<(String, String)> {
 
 /// What `plan` says.
 pub fn describe(spec: &ParameterStoreSpec) -> String {
-    let n = spec.parameters.len();
     let prefix = if spec.prefix.is_empty() { String::new() } else { format!(" under {}", spec.prefix) };
     let place = match (&spec.account, &spec.region) {
         (Some(a), Some(r)) => format!("account {a} ({r})"),
@@ -158,7 +163,24 @@ pub fn describe(spec: &ParameterStoreSpec) -> String {
         (None, Some(r)) => format!("the deployment account ({r})"),
         (None, None) => "the deployment account".to_string(),
     };
-    format!("write {n} parameter{}{prefix} to the Parameter Store of {place}, only where the value differs", plural(n))
+    let (w, r) = (spec.parameters.len(), spec.read.len());
+    match (w, r) {
+        (0, r) => format!("read {r} parameter{}{prefix} from the Parameter Store of {place}", plural(r)),
+        (w, 0) => format!(
+            "write {w} parameter{}{prefix} to the Parameter Store of {place}, only where the value differs",
+            plural(w)
+        ),
+        (w, r) => format!(
+            "write {w} parameter{}{prefix} to the Parameter Store of {place}, only where the value differs, and read \
+             {r} back",
+            plural(w)
+        ),
+    }
+}
+
+/// The output a read parameter becomes: its key, with what an environment variable cannot hold as `_`.
+pub fn output_name(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
 
 fn plural(n: usize) -> &'static str {
@@ -256,6 +278,37 @@ impl StepRunner for ParameterStoreStep {
             ctx.events.progress(written as u64, Some(wanted.len() as u64), "parameters", "writing").await;
         }
         let mut outputs = Outputs::new();
+        if !spec.read.is_empty() {
+            let names: Vec<String> = spec.read.iter().map(|k| format!("{}{k}", spec.prefix)).collect();
+            let mut found: HashMap<String, String> = HashMap::new();
+            for chunk in names.chunks(NAMES_PER_CALL) {
+                let out =
+                    ssm.get_parameters().set_names(Some(chunk.to_vec())).with_decryption(true).send().await.map_err(
+                        |e| StepError::failed(format!("cannot read the parameters in {place}: {}", aws_reason(&e))),
+                    )?;
+                for p in out.parameters() {
+                    if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                        found.insert(name.to_string(), value.to_string());
+                    }
+                }
+            }
+            let missing: Vec<&str> = names.iter().filter(|n| !found.contains_key(*n)).map(String::as_str).collect();
+            if !missing.is_empty() {
+                return Err(StepError::failed(format!(
+                    "{} not in the Parameter Store of {place}: {}",
+                    if missing.len() == 1 { "this parameter is" } else { "these parameters are" },
+                    missing.join(", ")
+                )));
+            }
+            for (key, name) in spec.read.iter().zip(&names) {
+                let value = &found[name];
+                ctx.events.log(Stream::Runner, format!("read {name} = {value}")).await;
+                outputs.insert(output_name(key), value.clone());
+            }
+            if wanted.is_empty() {
+                return Ok(NodeSuccess { outputs, ..Default::default() });
+            }
+        }
         outputs.insert("WRITTEN".into(), written.to_string());
         outputs.insert("UNCHANGED".into(), (wanted.len() - written).to_string());
         if written == 0 {
