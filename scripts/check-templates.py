@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Deploy the data lake templates to a running moto server and check what they create.
+"""Deploy the listed-stacks test templates (tests/fixtures/listed) to a running moto server and check what they create.
 
 Run with the runner venv's python against a server started by scripts/moto:
 
@@ -32,7 +32,7 @@ TARGET_ACCOUNT = "111111111111"
 DEFAULT_ACCOUNT = "123456789012"  # moto's account for plain credentials
 DEPLOY_ROLE = f"arn:aws:iam::{TARGET_ACCOUNT}:role/cdk-hnb659fds-deploy-role-{TARGET_ACCOUNT}-us-east-1"
 ENV = "dev"
-TEMPLATES = Path(__file__).resolve().parent.parent / "pipelines" / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "listed" / "pipelines" / "templates"
 STACKS = [  # (key, stack name, template file), in deployment order
     ("vpc", f"{ENV}-datalake-vpc", "vpc.yaml"),
     ("s3", f"{ENV}-datalake-s3", "s3.yaml"),

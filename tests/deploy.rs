@@ -1,5 +1,6 @@
-//! The Deploy step against a real AWS emulator (moto): the shipped data-lake pipelines, pointed at the emulator by
-//! `AWS_ENDPOINT_URL` and at a working copy of this repository's `pipelines/` by `--source-dir`.
+//! The Deploy step against a real AWS emulator (moto): pipelines of listed stacks (`tests/fixtures/listed`: three
+//! stacks, one importing another's export, in three accounts), pointed at the emulator by `AWS_ENDPOINT_URL` and at
+//! a working copy of their repository by `--source-dir`.
 
 mod common;
 mod emulator;
@@ -12,10 +13,15 @@ use emulator::Moto;
 
 const PROD: &str = "333333333333";
 
-/// A working copy of the infrastructure repository: the shipped `pipelines/` tree (templates included).
+/// The fixture's pipelines and templates, as their repository holds them (`pipelines/`, `pipelines/templates/`).
+fn fixture() -> std::path::PathBuf {
+    repo_root().join("tests/fixtures/listed")
+}
+
+/// A working copy of the fixture's repository.
 fn working_copy() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("runner-infra-").tempdir().unwrap();
-    common::copy_dir(&repo_root().join("pipelines"), &dir.path().join("pipelines"));
+    common::copy_dir(&fixture().join("pipelines"), &dir.path().join("pipelines"));
     dir
 }
 
@@ -25,7 +31,7 @@ fn run_pipeline(moto: &Moto, env: &str, copy: &Path) -> Output {
 }
 
 fn run_pipeline_with(moto: &Moto, env: &str, copy: &Path, extra: &[&str]) -> Output {
-    let pipeline = repo_root().join(format!("pipelines/{env}.ron"));
+    let pipeline = fixture().join(format!("pipelines/{env}.ron"));
     moto.env(Test::new())
         .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.to_str().unwrap(), "--output", "json"])
         .args(extra)
@@ -217,7 +223,7 @@ fn a_stack_the_emulator_rejects_fails_and_skips_only_what_depends_on_it() {
 fn an_unreachable_endpoint_fails_within_seconds_and_deploys_nothing() {
     let copy = working_copy();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let pipeline = repo_root().join("pipelines/prod.ron");
+    let pipeline = fixture().join("pipelines/prod.ron");
     let started = Instant::now();
     let test = Test::new()
         .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.path().to_str().unwrap()])
@@ -238,7 +244,7 @@ fn an_unreachable_endpoint_fails_within_seconds_and_deploys_nothing() {
 fn missing_credentials_are_named_and_nothing_is_deployed() {
     let moto = Moto::start();
     let copy = working_copy();
-    let pipeline = repo_root().join("pipelines/prod.ron");
+    let pipeline = fixture().join("pipelines/prod.ron");
     let out = moto
         .env_without_credentials(Test::new())
         .args(&["run", pipeline.to_str().unwrap(), "--source-dir", copy.path().to_str().unwrap()])
@@ -318,7 +324,7 @@ result["status"] = client("cloudformation").describe_stacks(StackName="Big")["St
 fn plan_diff_previews_change_sets_and_leaves_nothing_behind() {
     let moto = Moto::start();
     let copy = working_copy();
-    let pipeline = repo_root().join("pipelines/prod.ron");
+    let pipeline = fixture().join("pipelines/prod.ron");
     let plan_diff = || {
         moto.env(Test::new())
             .args(&["plan", pipeline.to_str().unwrap(), "--source-dir", copy.path().to_str().unwrap(), "--diff"])

@@ -304,6 +304,10 @@ impl<'a> Validator<'a> {
                     continue;
                 }
                 has_refs[i] = true;
+                if text.contains("${param:") {
+                    // A parameter left unresolved: composing reported it (unknown, or no value).
+                    continue;
+                }
                 let pieces = match subst::parse(&text) {
                     Ok(p) => p,
                     Err(e) => {
