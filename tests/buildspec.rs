@@ -112,10 +112,23 @@ fn run_buildspec(spec: &Buildspec, src: &Path, env: &[(&str, String)], remove: &
     }
 }
 
-/// What CodeBuild checks out: this repository's pipelines and buildspec, committed; `CODEBUILD_SRC_DIR`.
+/// What CodeBuild checks out: this repository's pipelines, CDK app (without node_modules) and buildspec, committed;
+/// `CODEBUILD_SRC_DIR`.
 fn codebuild_source() -> GitRepo {
     let src = GitRepo::new();
     common::copy_dir(&repo_root().join("pipelines"), &src.path().join("pipelines"));
+    for entry in std::fs::read_dir(repo_root().join("datalake")).unwrap().filter_map(|e| e.ok()) {
+        let (name, to) = (entry.file_name(), src.path().join("datalake").join(entry.file_name()));
+        if ["node_modules", "cdk.out", "cdk.context.json"].contains(&name.to_str().unwrap_or_default()) {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            common::copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
     std::fs::copy(repo_root().join("buildspec.yml"), src.path().join("buildspec.yml")).unwrap();
     src.git(&["add", "-A"]);
     src.git(&["commit", "-q", "-m", "infrastructure as CodeBuild sees it"]);
@@ -149,6 +162,8 @@ fn the_shipped_buildspec_runs_the_prod_pipeline_on_codebuilds_checkout_and_repor
     assert_eq!(spec.variables.get("PIPELINE").map(String::as_str), Some("prod"), "the default pipeline");
     let moto = Moto::start();
     let src = codebuild_source();
+    let home = tempfile::tempdir().unwrap();
+    let real_home = std::env::var("HOME").expect("HOME");
     let mut env = codebuild_env(&src);
     env.push(("RUNNER_BIN", runner_bin().to_string()));
     env.push(("AWS_ENDPOINT_URL", moto.endpoint()));
@@ -160,21 +175,52 @@ fn the_shipped_buildspec_runs_the_prod_pipeline_on_codebuilds_checkout_and_repor
     env.push(("AWS_EC2_METADATA_DISABLED", "true".into()));
     env.push(("AWS_CONFIG_FILE", "/dev/null".into()));
     env.push(("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()));
+    // A manual approval before the build asked already.
+    env.push(("RUNNER_ARGS", "--approve approve".into()));
+    // The synth's assembly in the test's home; node_modules where every run on this machine finds them.
+    env.push(("HOME", home.path().to_str().unwrap().to_string()));
+    env.push(("DATALAKE_NODE_MODULES_CACHE", format!("{real_home}/.cache/runner-datalake/node_modules")));
+    // The deployment account's configuration and the prod account's bootstrap, as an administrator set them up.
+    let configure_state = home.path().join("configure");
+    for args in [
+        vec!["--state-dir", configure_state.to_str().unwrap(), "run", "pipelines/configure.ron", "--output", "plain"],
+        vec![
+            "bootstrap",
+            "aws://333333333333/us-east-1",
+            "--trust",
+            "123456789012",
+            "--role",
+            "arn:aws:iam::333333333333:role/OrganizationAccountAccessRole",
+        ],
+    ] {
+        let mut setup = Command::new(runner_bin());
+        setup.args(&args).current_dir(src.path()).stdin(Stdio::null()).env_remove("CI");
+        for (k, v) in &env {
+            if k.starts_with("AWS_") {
+                setup.env(k, v);
+            }
+        }
+        let done = setup.output().unwrap();
+        assert!(done.status.success(), "runner {args:?}: {}", String::from_utf8_lossy(&done.stderr));
+    }
     // No DATALAKE_REPO: the Source must not clone.
     let out = run_buildspec(&spec, src.path(), &env, &["DATALAKE_REPO", "AWS_PROFILE", "AWS_SESSION_TOKEN"]);
     out.assert_code(0).assert_stdout_contains("[source] using CodeBuild's checkout");
     assert!(!src.path().join(".runner/workspaces").exists(), "the Source cloned instead of using the checkout");
     // Plain lines (for CloudWatch Logs): timestamped and prefixed by the step.
-    assert!(out.stdout.lines().any(|l| l.contains(" [deploy-prod/DataLakeS3] succeeded")), "{}", out.dump());
+    assert!(out.stdout.lines().any(|l| l.contains(" [deploy/Prod-S3BucketZones] succeeded")), "{}", out.dump());
 
     let junit = report(&spec, src.path(), &out);
     let names: Vec<&str> = junit.cases.iter().map(|c| c.name.as_str()).collect();
     for node in [
         "source",
         "synth",
-        "deploy-prod/DataLakeVpc",
-        "deploy-prod/DataLakeS3",
-        "deploy-prod/DataLakeDynamoDb",
+        "approve",
+        "deploy/Prod-Vpc",
+        "deploy/Prod-S3BucketZones",
+        "deploy/Prod-DynamoDb",
+        "deploy/Prod-Iam",
+        "outputs",
         "smoke-test",
     ] {
         assert!(names.contains(&node), "no test case for {node}: {names:?}");
