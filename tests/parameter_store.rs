@@ -108,7 +108,17 @@ fn a_missing_ssm_parameter_stops_the_run_before_anything_runs_naming_it() {
 fn secure_string_values_are_masked_in_every_output_log_and_state_file() {
     let moto = Moto::start();
     let secret = unique_secret("ssm-secure");
-    seed(&moto, None, &[("/app/token", &secret, "SecureString"), ("/app/user", "deployer", "String")]);
+    // Not referenced by `${ssm:...}`: only the ParameterStore step meets it (overwritten, then read back).
+    let rotated = unique_secret("ssm-rotated");
+    seed(
+        &moto,
+        None,
+        &[
+            ("/app/token", &secret, "SecureString"),
+            ("/app/user", "deployer", "String"),
+            ("/app/rotated", &rotated, "SecureString"),
+        ],
+    );
     let text = r#"Pipeline(
     name: "secrets",
     steps: [
@@ -125,6 +135,8 @@ fn secure_string_values_are_masked_in_every_output_log_and_state_file() {
         ),
         Step(id: "after", needs: ["use"], kind: Shell(commands: ["echo \"got $TOKEN\"", "echo \"${steps.use.outputs.TOKEN}\" >&2"])),
         Step(id: "fail", needs: ["after"], kind: Shell(commands: ["echo \"failing with ${ssm:/app/token}\" >&2", "exit 3"])),
+        Step(id: "overwrite", kind: ParameterStore(prefix: "/app/", parameters: {"rotated": "fresh-${ssm:/app/user}"})),
+        Step(id: "read", needs: ["overwrite"], kind: ParameterStore(prefix: "/app/", read: ["token", "user", "rotated"])),
     ],
 )
 "#;
@@ -137,13 +149,26 @@ fn secure_string_values_are_masked_in_every_output_log_and_state_file() {
     out.assert_stdout_contains("token on stderr: ***");
     assert_eq!(out.finished("use")["outputs"]["TOKEN"], "***", "{}", out.dump());
     assert_eq!(out.finished("use")["outputs"]["USER"], "deployer", "{}", out.dump());
+    // Read back, a SecureString is masked; overwritten, it stays a SecureString and its old value is not shown.
+    let read = &out.finished("read")["outputs"];
+    assert_eq!((&read["token"], &read["user"], &read["rotated"]), (&"***".into(), &"deployer".into(), &"***".into()));
+    out.assert_stdout_contains("wrote /app/rotated (a SecureString) (was a SecureString)");
+    let stored = moto.boto(
+        None,
+        r#"p = client("ssm").get_parameter(Name="/app/rotated", WithDecryption=True)["Parameter"]
+result["type"], result["value"] = p["Type"], p["Value"]"#,
+    );
+    assert_eq!((stored["type"].as_str(), stored["value"].as_str()), (Some("SecureString"), Some("fresh-deployer")));
     let plain = t.run_with(&["run", "pipeline.ron", "--output", "plain"]);
     plain.assert_code(1).assert_stdout_contains("failing with ***");
+    plain.assert_stdout_contains("/app/rotated already holds its value (a SecureString)");
     for o in [&out, &plain, &t.run_with(&["status", "pipeline.ron"]), &t.run_with(&["history", "pipeline.ron"])] {
         assert!(!o.combined().contains(&secret), "the secret leaked\n{}", o.dump());
     }
     assert!(t.exists("report.xml"));
     assert_secret_nowhere(t.path(), &out, &secret);
+    assert_secret_nowhere(t.path(), &out, &rotated);
+    assert!(!plain.combined().contains(&rotated), "{}", plain.dump());
 }
 
 #[test]

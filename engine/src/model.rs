@@ -445,7 +445,8 @@ pub struct ParameterStoreSpec {
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
     /// Keys (after the prefix) to read back into the node's outputs (`vpc_id` -> output `vpc_id`), after writing:
-    /// what a consumer of the parameters sees. A parameter that does not exist fails the step.
+    /// what a consumer of the parameters sees. A parameter that does not exist fails the step. A SecureString is
+    /// not decrypted: its output is `***` (hand its value to a command with `${ssm:NAME}`, masked in what it prints).
     #[serde(default)]
     pub read: Vec<String>,
     /// The account whose Parameter Store is written; left out: the deployment account, with the caller's

@@ -254,26 +254,33 @@ impl StepRunner for ParameterStoreStep {
         }
         let mut written = 0;
         for (name, value) in &wanted {
-            let same = current
-                .get(name)
-                .is_some_and(|(v, t)| v == value && t.as_ref().is_none_or(|t| *t == ParameterType::String));
+            // A SecureString stays one (its value is a secret: written encrypted, never shown); anything else is
+            // written as a String.
+            let secure = current.get(name).is_some_and(|(_, t)| t.as_ref() == Some(&ParameterType::SecureString));
+            let kind = if secure { ParameterType::SecureString } else { ParameterType::String };
+            let same = current.get(name).is_some_and(|(v, t)| v == value && t.as_ref().is_none_or(|t| *t == kind));
             if same {
-                ctx.events.log(Stream::Runner, format!("{name} already holds {value}")).await;
+                let shown = if secure { "its value (a SecureString)" } else { value };
+                ctx.events.log(Stream::Runner, format!("{name} already holds {shown}")).await;
                 continue;
             }
             ssm.put_parameter()
                 .name(name)
                 .value(*value)
-                .r#type(ParameterType::String)
+                .r#type(kind)
                 .overwrite(true)
                 .send()
                 .await
                 .map_err(|e| StepError::failed(format!("cannot write {name} in {place}: {}", aws_reason(&e))))?;
             let was = match current.get(name) {
+                // Decrypted to compare: never shown.
+                Some((_, Some(ParameterType::SecureString))) => " (was a SecureString)".to_string(),
                 Some((old, _)) => format!(" (was {old})"),
                 None => " (new)".to_string(),
             };
-            ctx.events.log(Stream::Runner, format!("wrote {name} = {value}{was}")).await;
+            let shown =
+                if secure { format!("wrote {name} (a SecureString)") } else { format!("wrote {name} = {value}") };
+            ctx.events.log(Stream::Runner, format!("{shown}{was}")).await;
             written += 1;
             ctx.events.progress(written as u64, Some(wanted.len() as u64), "parameters", "writing").await;
         }
@@ -282,13 +289,18 @@ impl StepRunner for ParameterStoreStep {
             let names: Vec<String> = spec.read.iter().map(|k| format!("{}{k}", spec.prefix)).collect();
             let mut found: HashMap<String, String> = HashMap::new();
             for chunk in names.chunks(NAMES_PER_CALL) {
-                let out =
-                    ssm.get_parameters().set_names(Some(chunk.to_vec())).with_decryption(true).send().await.map_err(
-                        |e| StepError::failed(format!("cannot read the parameters in {place}: {}", aws_reason(&e))),
-                    )?;
+                // Not decrypted: a SecureString's value is a secret, masked like a token (`${ssm:NAME}` hands it to
+                // a command; its output is masked too).
+                let out = ssm.get_parameters().set_names(Some(chunk.to_vec())).send().await.map_err(|e| {
+                    StepError::failed(format!("cannot read the parameters in {place}: {}", aws_reason(&e)))
+                })?;
                 for p in out.parameters() {
                     if let (Some(name), Some(value)) = (p.name(), p.value()) {
-                        found.insert(name.to_string(), value.to_string());
+                        let value = match p.r#type() {
+                            Some(ParameterType::SecureString) => engine::redact::MASK.to_string(),
+                            _ => value.to_string(),
+                        };
+                        found.insert(name.to_string(), value);
                     }
                 }
             }

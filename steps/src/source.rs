@@ -616,28 +616,18 @@ async fn read_aws_secret(
     }
 }
 
-/// Replaces every secret value in a text with `***`, and user names or passwords written into URLs.
+/// Replaces every secret value in a text with `***`, as the run's redactor does for SecureString values (the same
+/// [`engine::redact::Redactor`]), and user names or passwords written into URLs.
 #[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
+pub struct Redactor(engine::redact::Redactor);
 
 impl Redactor {
-    pub fn new(mut secrets: Vec<String>) -> Self {
-        secrets.retain(|s| !s.is_empty());
-        // Longest first, so that a secret containing another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets }
+    pub fn new(secrets: Vec<String>) -> Self {
+        Redactor(engine::redact::Redactor::new(secrets))
     }
 
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        scrub_urls_in(&out)
+        scrub_urls_in(&self.0.redact(text))
     }
 }
 
