@@ -117,18 +117,7 @@ fn run_buildspec(spec: &Buildspec, src: &Path, env: &[(&str, String)], remove: &
 fn codebuild_source() -> GitRepo {
     let src = GitRepo::new();
     common::copy_dir(&repo_root().join("pipelines"), &src.path().join("pipelines"));
-    for entry in std::fs::read_dir(repo_root().join("datalake")).unwrap().filter_map(|e| e.ok()) {
-        let (name, to) = (entry.file_name(), src.path().join("datalake").join(entry.file_name()));
-        if ["node_modules", "cdk.out", "cdk.context.json"].contains(&name.to_str().unwrap_or_default()) {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            common::copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
+    common::copy_datalake_app(src.path());
     std::fs::copy(repo_root().join("buildspec.yml"), src.path().join("buildspec.yml")).unwrap();
     src.git(&["add", "-A"]);
     src.git(&["commit", "-q", "-m", "infrastructure as CodeBuild sees it"]);
@@ -163,7 +152,6 @@ fn the_shipped_buildspec_runs_the_prod_pipeline_on_codebuilds_checkout_and_repor
     let moto = Moto::start();
     let src = codebuild_source();
     let home = tempfile::tempdir().unwrap();
-    let real_home = std::env::var("HOME").expect("HOME");
     let mut env = codebuild_env(&src);
     env.push(("RUNNER_BIN", runner_bin().to_string()));
     env.push(("AWS_ENDPOINT_URL", moto.endpoint()));
@@ -179,11 +167,12 @@ fn the_shipped_buildspec_runs_the_prod_pipeline_on_codebuilds_checkout_and_repor
     env.push(("RUNNER_ARGS", "--approve approve".into()));
     // The synth's assembly in the test's home; node_modules where every run on this machine finds them.
     env.push(("HOME", home.path().to_str().unwrap().to_string()));
-    env.push(("DATALAKE_NODE_MODULES_CACHE", format!("{real_home}/.cache/runner-datalake/node_modules")));
+    env.push(("DATALAKE_NODE_MODULES_CACHE", node_modules_cache()));
     // The deployment account's configuration and the prod account's bootstrap, as an administrator set them up.
-    let configure_state = home.path().join("configure");
+    // Their runs are kept apart from the build's (the source's .runner holds the build's run alone).
+    let setup_state = home.path().join("setup");
     for args in [
-        vec!["--state-dir", configure_state.to_str().unwrap(), "run", "pipelines/configure.ron", "--output", "plain"],
+        vec!["run", "pipelines/configure.ron", "--output", "plain"],
         vec![
             "bootstrap",
             "aws://333333333333/us-east-1",
@@ -194,7 +183,8 @@ fn the_shipped_buildspec_runs_the_prod_pipeline_on_codebuilds_checkout_and_repor
         ],
     ] {
         let mut setup = Command::new(runner_bin());
-        setup.args(&args).current_dir(src.path()).stdin(Stdio::null()).env_remove("CI");
+        setup.arg("--state-dir").arg(&setup_state).args(&args).current_dir(src.path()).stdin(Stdio::null());
+        setup.env_remove("CI");
         for (k, v) in &env {
             if k.starts_with("AWS_") {
                 setup.env(k, v);
@@ -230,12 +220,7 @@ fn the_shipped_buildspec_runs_the_prod_pipeline_on_codebuilds_checkout_and_repor
         "{junit:#?}"
     );
 
-    let state_file = std::fs::read_dir(src.path().join(".runner/runs"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("state.json"))
-        .next()
-        .expect("a run state");
+    let state_file = single_run_dir(src.path()).join("state.json");
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state_file).unwrap()).unwrap();
     let outputs = &state["nodes"]["source"]["outputs"];
     assert_eq!(outputs["COMMIT_ID"].as_str(), Some(src.head().as_str()), "COMMIT_ID is CodeBuild's resolved version");

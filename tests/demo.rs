@@ -27,7 +27,7 @@ fn the_demo_delivers_the_prod_data_lake_then_finds_nothing_to_do() {
         .env("DEMO_DIR", dir.path().join("demo"))
         // The assembly and npm's own cache in the test's home; node_modules where every run finds them.
         .env("HOME", &home)
-        .env("DATALAKE_NODE_MODULES_CACHE", format!("{real_home}/.cache/runner-datalake/node_modules"))
+        .env("DATALAKE_NODE_MODULES_CACHE", common::node_modules_cache())
         .env("RUNNER_VENV", format!("{real_home}/.cache/runner-venv"))
         .env("CI", "1")
         .env_remove("RUST_LOG")

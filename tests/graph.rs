@@ -139,9 +139,10 @@ fn the_shipped_example_validates() {
     runner(&example(), &["validate", "pipeline.ron"]);
 }
 
-/// The shipped prod pipeline: a Deploy of three stacks (S3 after the VPC) into account 333333333333.
+/// The listed-stacks fixture's prod pipeline: a Deploy of three stacks (S3 after the VPC) into account 333333333333.
 fn prod() -> String {
-    std::fs::read_to_string(repo_root().join("pipelines/prod.ron")).expect("the shipped prod pipeline")
+    std::fs::read_to_string(repo_root().join("tests/fixtures/listed/pipelines/prod.ron"))
+        .expect("the fixture's prod pipeline")
 }
 
 fn graph_of(text: &str, format: &str) -> Output {

@@ -71,6 +71,7 @@ fn bootstrap_by_hand(moto: &Moto, account: &str) {
         &format!(
             r#"
 client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-{account}-us-east-1")
+client("ecr").create_repository(repositoryName="cdk-hnb659fds-container-assets-{account}-us-east-1")
 client("ssm").put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="21", Type="String")
 "#
         ),

@@ -76,7 +76,7 @@ fn the_plan_shortens_long_commands_and_full_shows_them_whole() {
 
 #[test]
 fn the_plan_of_a_stack_says_it_is_created_with_createstack_when_new() {
-    let prod = std::fs::read_to_string(repo_root().join("pipelines/prod.ron")).unwrap();
+    let prod = std::fs::read_to_string(repo_root().join("tests/fixtures/listed/pipelines/prod.ron")).unwrap();
     let out = Test::new().pipeline(&prod).env("DATALAKE_REPO", ".").args(&["plan", "pipeline.ron", "--full"]).run();
     out.assert_code(0);
     let vpc = out.stdout.lines().find(|l| l.contains("deploy stack DataLakeVpc")).expect("the VPC stack's line");

@@ -202,7 +202,7 @@ fn outputs_go_to_parameter_store_and_a_rerun_writes_nothing() {
 )
 "#;
     let t = moto.env(Test::new().pipeline(text).write("queue.json", QUEUE));
-    let plan = t.run_with(&["plan", "pipeline.ron"]);
+    let plan = t.run_with(&["plan", "pipeline.ron", "--full"]);
     plan.assert_success().assert_stdout_contains(
         "write 3 parameters under /DataLake/Prod/ to the Parameter Store of the deployment account, only where the \
          value differs",

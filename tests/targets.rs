@@ -61,11 +61,11 @@ fn a_deploy_to_ten_accounts_runs_one_node_per_account_at_most_max_parallel_at_on
     let ten = accounts(10);
     let t = moto.env(Test::new().pipeline(&pipeline(&ten.join(","), 4)).write("queue.json", QUEUE));
 
-    let plan = t.run_with(&["plan", "pipeline.ron"]);
+    let plan = t.run_with(&["plan", "pipeline.ron", "--full"]);
     plan.assert_success().assert_stdout_contains("1 steps, 10 nodes");
     for account in &ten {
         plan.assert_stdout_contains(&format!("deploy/{account}/Queue"));
-        plan.assert_stdout_contains(&format!("to aws://{account}/us-east-1 by change set"));
+        plan.assert_stdout_contains(&format!("to aws://{account}/us-east-1: created with CreateStack if new"));
     }
 
     let out = t.run_with(&["run", "pipeline.ron", "--output", "json"]);
@@ -96,13 +96,18 @@ fn a_deploy_to_ten_accounts_runs_one_node_per_account_at_most_max_parallel_at_on
 }
 
 #[test]
-fn accounts_from_the_environment_become_nodes_when_the_step_runs() {
+fn accounts_from_parameter_store_become_nodes_when_the_step_runs() {
     let moto = Moto::start();
+    // A StringList, as a team keeps its fleet: read when the run starts, so the plan cannot know the targets.
+    moto.boto(
+        None,
+        r#"client("ssm").put_parameter(Name="/fleet/accounts", Value="222222222201,222222222202", Type="StringList")"#,
+    );
     let text = r#"Pipeline(
     name: "fleet",
     steps: [
         Step(id: "deploy", kind: Deploy(
-            accounts: ["${env:FLEET_ACCOUNTS}"],
+            accounts: ["${ssm:/fleet/accounts}"],
             regions: ["us-east-1", "eu-west-1"],
             stacks: Listed([(name: "Queue", template: "queue.json")]),
         )),
@@ -110,9 +115,7 @@ fn accounts_from_the_environment_become_nodes_when_the_step_runs() {
     ],
 )
 "#;
-    let t = moto
-        .env(Test::new().pipeline(text).write("queue.json", QUEUE))
-        .env("FLEET_ACCOUNTS", "222222222201 222222222202");
+    let t = moto.env(Test::new().pipeline(text).write("queue.json", QUEUE));
     let plan = t.run_with(&["plan", "pipeline.ron"]);
     plan.assert_success().assert_stdout_contains("(expands at run time)");
 

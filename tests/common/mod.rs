@@ -942,6 +942,31 @@ pub fn parse_junit(xml: &str) -> Junit {
 }
 
 /// Copy a directory tree (a working copy of the repository's `pipelines/`, an assembly).
+/// This repository's CDK app (`datalake/`) into `root/datalake`, as a checkout holds it: without node_modules or an
+/// assembly (`npm-ci-cached` links node_modules from `$HOME/.cache`, or `DATALAKE_NODE_MODULES_CACHE`).
+pub fn copy_datalake_app(root: &Path) {
+    let to = root.join("datalake");
+    for entry in fs::read_dir(repo_root().join("datalake")).unwrap().filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        if ["node_modules", "cdk.out", "cdk.context.json"].contains(&name.to_str().unwrap_or_default()) {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            fs::create_dir_all(&to).unwrap();
+            fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Where node_modules of the CDK app are kept for every test run on this machine (the user's `$HOME/.cache`): a test
+/// that runs the synth with a home of its own points `DATALAKE_NODE_MODULES_CACHE` here, so only the first run on a
+/// machine installs them.
+pub fn node_modules_cache() -> String {
+    format!("{}/.cache/runner-datalake/node_modules", std::env::var("HOME").expect("HOME"))
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
