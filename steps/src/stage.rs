@@ -180,16 +180,23 @@ pub async fn check_at_start(
                 }
             }
         };
-        let mut read = StageTemplates::read(&stacks, &workspace, true);
-        if !read.needing_previous_values().is_empty() {
-            let target = target(&target_spec, pipeline, &step.id, catalog.aws_endpoint.as_deref());
-            match catalog.aws.get(&target).await {
-                Ok(session) => read.check_previous_values(&spec, &session.cloudformation()).await,
-                Err(e) => read.problems.push(e.to_string()),
+        // A Deploy to several accounts or regions: a new stack is new in each target on its own.
+        for deploy_target in crate::deploy::targets(&target_spec) {
+            let target_spec = crate::deploy::for_target(&target_spec, &deploy_target);
+            let spec = crate::deploy::for_target(&spec, &deploy_target);
+            let mut read = StageTemplates::read(&stacks, &workspace, true);
+            if !read.needing_previous_values().is_empty() {
+                let target = target(&target_spec, pipeline, &step.id, catalog.aws_endpoint.as_deref());
+                match catalog.aws.get(&target).await {
+                    Ok(session) => read.check_previous_values(&spec, &session.cloudformation()).await,
+                    Err(e) => read.problems.push(e.to_string()),
+                }
             }
-        }
-        if let Err(e) = read.verdict(&step.id) {
-            problems.push(format!("`{}`: {e}", step.id));
+            if let Err(e) = read.verdict(&step.id) {
+                problems.push(format!("`{}`: {e}", step.id));
+                // The templates are the same for every target: one report says it.
+                break;
+            }
         }
     }
     problems
