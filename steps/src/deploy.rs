@@ -672,6 +672,20 @@ pub fn check_parameters(stack: &StackSpec, template: &Template, previous: bool) 
     problems
 }
 
+/// "stack S: parameter `P` of template T has no Default and no value given, and {why}: CloudFormation would refuse
+/// it", for the declared parameters `names` of `stack` that nothing fills.
+pub fn no_value(stack: &StackSpec, names: &[String], why: &str) -> String {
+    format!(
+        "stack {}: parameter{} `{}` of template {} ha{} no Default and no value given, and {why}: CloudFormation \
+         would refuse it",
+        stack.name,
+        if names.len() == 1 { "" } else { "s" },
+        names.join("`, `"),
+        stack.template,
+        if names.len() == 1 { "s" } else { "ve" },
+    )
+}
+
 impl StackRequest {
     /// The request for `stack` from its template's text, given what is deployed (`None`: a new stack). Errors: a
     /// template that does not parse, a parameter given that it does not declare, or one with no value at all.
@@ -711,15 +725,7 @@ impl StackRequest {
             } else {
                 "previous values are not kept (`previous_parameters: false`)"
             };
-            return Err(format!(
-                "stack {}: parameter{} `{}` of template {} ha{} no Default and no value given, and {deployed}: \
-                 CloudFormation would refuse it",
-                stack.name,
-                if missing.len() == 1 { "" } else { "s" },
-                missing.join("`, `"),
-                stack.template,
-                if missing.len() == 1 { "s" } else { "ve" },
-            ));
+            return Err(no_value(stack, &missing, deployed));
         }
         Ok(StackRequest {
             body,

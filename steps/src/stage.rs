@@ -20,7 +20,7 @@ use tokio::sync::OnceCell;
 
 use crate::assembly;
 use crate::aws::aws_reason;
-use crate::deploy::{assembly_stack, check_parameters, resolve_with_env, target};
+use crate::deploy::{assembly_stack, check_parameters, no_value, resolve_with_env, target};
 use crate::template::Template;
 use crate::StepCatalog;
 
@@ -113,15 +113,7 @@ impl StageTemplates {
                 }
             };
             if let Some(why) = why {
-                problems.push(format!(
-                    "stack {}: parameter{} `{}` of template {} ha{} no Default and no value given, and {why}: \
-                     CloudFormation would refuse it",
-                    stack.name,
-                    if names.len() == 1 { "" } else { "s" },
-                    names.join("`, `"),
-                    stack.template,
-                    if names.len() == 1 { "s" } else { "ve" },
-                ));
+                problems.push(no_value(stack, &names, &why));
             }
         }
         self.problems.extend(problems);
