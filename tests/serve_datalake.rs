@@ -8,42 +8,9 @@ mod common;
 mod emulator;
 mod serve_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
 use common::{repo_root, wait_until, GitRepo, Test};
 use serde_json::json;
-use serve_support::{serve, with_secrets, PATIENCE};
-
-/// A local HTTP listener that answers 200 and keeps each body.
-fn listener() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let kept = Arc::clone(&bodies);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-            let mut stream = stream;
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (port, bodies)
-}
+use serve_support::{serve, with_secrets, WebhookListener, PATIENCE};
 
 /// The fixture's pipelines and templates, as their repository holds them.
 fn fixture() -> std::path::PathBuf {
@@ -76,7 +43,8 @@ fn with_notification(text: &str) -> String {
 #[test]
 fn three_environments_deploy_each_environment_when_its_branch_moves_and_prod_waits_for_approval() {
     let moto = emulator::Moto::start();
-    let (port, notified) = listener();
+    let notified = WebhookListener::start();
+    let port = notified.port;
     let infra = GitRepo::new();
     common::copy_dir(&fixture().join("pipelines"), &infra.path().join("pipelines"));
     infra.git(&["add", "-A"]);
@@ -105,7 +73,7 @@ fn three_environments_deploy_each_environment_when_its_branch_moves_and_prod_wai
     }));
     let (_, page) = server.get(&format!("/pipelines/prod/runs/{prod_run}"));
     assert!(page.contains("deploy to production?") && page.contains("deploy-prod/DataLakeVpc"), "{page}");
-    assert!(wait_until(PATIENCE, || notified.lock().unwrap().iter().any(|b| b.contains("waits for approval"))));
+    assert!(wait_until(PATIENCE, || notified.texts().iter().any(|b| b.contains("waits for approval"))));
     let (status, _) = server.post(
         &format!("/api/pipelines/prod/runs/{prod_run}/approvals/approve-prod"),
         json!({"approve": true}),
@@ -135,11 +103,7 @@ fn three_environments_deploy_each_environment_when_its_branch_moves_and_prod_wai
         std::fs::read_to_string(&vpc).unwrap().replacen("AWSTemplateFormatVersion", "# AWSTemplateFormatVersion", 1);
     let broken = infra.commit_file("pipelines/templates/vpc.yaml", &text, "break the vpc template");
     server.wait_for_run("dev", &broken, "failed");
-    assert!(wait_until(PATIENCE, || notified
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|b| b.contains("`dev` run") && b.contains("failed"))));
-    let failed = notified.lock().unwrap().iter().find(|b| b.contains("`dev` run")).cloned().unwrap();
+    assert!(wait_until(PATIENCE, || notified.texts().iter().any(|b| b.contains("`dev` run") && b.contains("failed"))));
+    let failed = notified.texts().iter().find(|b| b.contains("`dev` run")).cloned().unwrap();
     assert!(failed.contains("`synth`") && failed.contains("/pipelines/dev/runs/"), "{failed}");
 }

@@ -5,53 +5,9 @@ mod common;
 mod emulator;
 mod serve_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
 use common::{wait_until, GitRepo, Test};
 use serde_json::{json, Value};
-use serve_support::{serve, with_secrets, PATIENCE};
-
-/// A local HTTP listener that answers 200 to every request and keeps each body.
-struct Listener {
-    port: u16,
-    bodies: Arc<Mutex<Vec<String>>>,
-}
-
-impl Listener {
-    fn start() -> Listener {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&bodies);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-                let mut stream = stream;
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-            }
-        });
-        Listener { port, bodies }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().iter().map(|b| serde_json::from_str(b).unwrap_or(json!(b))).collect()
-    }
-}
+use serve_support::{serve, with_secrets, WebhookListener as Listener, PATIENCE};
 
 fn repository() -> GitRepo {
     let repo = GitRepo::new();
@@ -113,7 +69,7 @@ fn a_failed_run_an_approval_waiting_and_a_fix_are_posted_to_the_webhook_with_a_l
 fn a_notification_that_cannot_be_sent_is_logged_and_the_run_goes_on() {
     let repo = repository();
     // Nothing listens there.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let text = format!(
         r#"Pipeline(name: "app", steps: [
                 Step(id: "source", kind: Source(repository: "{}", reference: Branch("main"))),

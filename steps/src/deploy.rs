@@ -1840,13 +1840,12 @@ async fn pause(stop: &StopSignal, delay: Duration) -> Result<(), StepError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_request_is_compared_whole_with_the_deployed_stack() {
-        use aws_sdk_cloudformation::types::{Capability, Parameter as P, Tag as T};
-        let spec = DeploySpec {
+    /// A Deploy of no stacks into account 111111111111 of `region`, through the bootstrap roles.
+    fn spec_in(region: &str) -> DeploySpec {
+        DeploySpec {
             account: "111111111111".into(),
             accounts: Vec::new(),
-            region: "us-east-1".into(),
+            region: region.into(),
             regions: Vec::new(),
             role: DeployRole::Bootstrap,
             qualifier: None,
@@ -1856,7 +1855,13 @@ mod tests {
             method: DeployMethod::ChangeSet,
             previous_parameters: true,
             stacks: Stacks::Listed(vec![]),
-        };
+        }
+    }
+
+    #[test]
+    fn the_request_is_compared_whole_with_the_deployed_stack() {
+        use aws_sdk_cloudformation::types::{Capability, Parameter as P, Tag as T};
+        let spec = spec_in("us-east-1");
         let body = "Parameters:\n  Env:\n    Type: String\n    Default: dev\n  Key:\n    Type: String\n    NoEcho: true\nResources: {}\n";
         let deployed = Stack::builder()
             .stack_name("S")
@@ -1923,20 +1928,7 @@ mod tests {
 
     #[test]
     fn bootstrap_role_and_bucket_follow_cdk_names() {
-        let spec = DeploySpec {
-            account: "111111111111".into(),
-            accounts: Vec::new(),
-            region: "eu-west-1".into(),
-            regions: Vec::new(),
-            role: DeployRole::Bootstrap,
-            qualifier: None,
-            external_id: None,
-            execution_role: None,
-            assets_bucket: None,
-            method: DeployMethod::ChangeSet,
-            previous_parameters: true,
-            stacks: Stacks::Listed(vec![]),
-        };
+        let spec = spec_in("eu-west-1");
         assert_eq!(
             role_arn(&spec).unwrap(),
             "arn:aws:iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-eu-west-1"

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
@@ -216,4 +219,50 @@ pub fn pipeline(name: &str, repo: &str, branch: &str, commands: &[&str]) -> Stri
 "#,
         commands.join(", ")
     )
+}
+
+/// A local HTTP listener that answers 200 to every request and keeps each body: where notification webhooks post.
+pub struct WebhookListener {
+    pub port: u16,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl WebhookListener {
+    pub fn start() -> WebhookListener {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                let mut stream = stream;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            }
+        });
+        WebhookListener { port, bodies }
+    }
+
+    /// The bodies received so far, as text.
+    pub fn texts(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// The bodies received so far, as JSON (a body that is not JSON as a string).
+    pub fn bodies(&self) -> Vec<Value> {
+        self.texts().iter().map(|b| serde_json::from_str(b).unwrap_or(json!(b))).collect()
+    }
 }
