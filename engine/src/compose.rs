@@ -151,22 +151,7 @@ struct Composer {
 impl Composer {
     fn new(files: Vec<File>, order: Vec<usize>) -> Composer {
         let map = (files.len() > 1).then(|| composed_map(&files, &order));
-        Composer {
-            files,
-            order,
-            merged: Pipeline {
-                name: String::new(),
-                include: Vec::new(),
-                parameters: BTreeMap::new(),
-                values: BTreeMap::new(),
-                defaults: Defaults::default(),
-                steps: Vec::new(),
-                notifications: Vec::new(),
-            },
-            map,
-            declared_in: HashMap::new(),
-            diagnostics: Vec::new(),
-        }
+        Composer { files, order, merged: empty_pipeline(), map, declared_in: HashMap::new(), diagnostics: Vec::new() }
     }
 
     fn map(&mut self) -> &SourceMap {
