@@ -30,7 +30,8 @@ fn the_demo_installs_only_what_the_demo_needs_and_readme_says_what_each_script_i
     let script = std::fs::read_to_string(repo_root().join("scripts/demo")).unwrap();
     assert!(script.contains("scripts/install-demo-deps"), "scripts/demo installs with install-demo-deps");
     assert!(!script.contains("install-test-deps"), "scripts/demo does not run the test installer");
-    assert!(!script.contains("--quiet"), "scripts/demo shows cargo's progress");
+    let build = script.lines().find(|l| l.trim_start().starts_with("cargo build")).expect("scripts/demo builds runner");
+    assert!(!build.contains("--quiet") && !build.contains(" -q"), "scripts/demo shows cargo's progress: {build}");
     // README's table: each script's row names what it adds.
     let readme = readme();
     let row = |script: &str| {
@@ -119,4 +120,56 @@ fn the_release_build_ships_without_debug_info_and_only_benchmarks_keep_symbols()
     assert!(release.contains("debug = false") && release.contains("strip = true"), "{release}");
     let bench = section("bench");
     assert!(bench.contains("debug = 1") && bench.contains("strip = false"), "{bench}");
+}
+
+/// Each crate of the dependency tree with the features cargo resolves for it: `(name version, features)`.
+fn resolved_features(edges: &str) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = Command::new(cargo)
+        .current_dir(repo_root())
+        .args(["tree", "--workspace", "--locked", "--offline", "--prefix", "none", "-e", edges, "-f", "{p}|{f}"])
+        .output()
+        .expect("run cargo tree");
+    assert!(out.status.success(), "cargo tree -e {edges}: {}", String::from_utf8_lossy(&out.stderr));
+    let mut crates = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((package, features)) = line.trim_end_matches(" (*)").split_once('|') else { continue };
+        let package = package.split(" (").next().unwrap().to_string();
+        let entry = crates.entry(package).or_default();
+        entry.extend(features.split(',').filter(|f| !f.is_empty()).map(str::to_string));
+    }
+    crates
+}
+
+#[test]
+fn the_demos_build_and_the_tests_resolve_one_feature_set_so_shared_crates_compile_once() {
+    let build = resolved_features("normal,build");
+    let tests = resolved_features("normal,build,dev");
+    assert!(build.len() > 100 && tests.len() > build.len(), "{} and {} crates", build.len(), tests.len());
+    let drifted: Vec<String> = build
+        .iter()
+        .filter_map(|(package, features)| {
+            let with_tests = &tests[package];
+            (with_tests != features).then(|| {
+                let added: Vec<&String> = with_tests.difference(features).collect();
+                format!("{package}: the tests add {added:?}")
+            })
+        })
+        .collect();
+    assert!(
+        drifted.is_empty(),
+        "declare these features in Cargo.toml's unification block, or `cargo test` compiles them (and all above \
+         them) a second time:\n{}",
+        drifted.join("\n")
+    );
+}
+
+#[test]
+fn install_node_says_which_node_once_and_not_again_when_quiet() {
+    let run = |args: &[&str]| Command::new(repo_root().join("scripts/install-node")).args(args).output().unwrap();
+    let (said, quiet) = (run(&[]), run(&["--quiet"]));
+    assert!(said.status.success() && quiet.status.success(), "{said:?}\n{quiet:?}");
+    assert!(String::from_utf8_lossy(&said.stderr).contains("install-node: using node"), "{said:?}");
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "", "--quiet says nothing when nothing is downloaded");
+    assert_eq!(said.stdout, quiet.stdout, "both print the same PATH entry");
 }
