@@ -96,7 +96,7 @@ fn serve(dir: &Path, files: &[&str], poll: &str) -> Served {
         assert!(Instant::now() < deadline, "the server did not start: {text}");
         std::thread::sleep(Duration::from_millis(5));
     };
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
     Served { child, base, stderr, client }
 }
 

@@ -113,7 +113,17 @@ pub fn self_update_base(plan: &Plan) -> Option<Arc<engine::model::Pipeline>> {
 
 /// `--jobs`, else the pipeline's `max_parallel`, else [`DEFAULT_JOBS`].
 pub fn jobs_for(plan: &Plan, jobs: Option<usize>) -> usize {
-    jobs.or(plan.pipeline.loaded.pipeline.defaults.max_parallel).unwrap_or(DEFAULT_JOBS)
+    jobs_limit(plan, jobs).nodes
+}
+
+/// [`jobs_for`] and which of the three set it, for the plan's heading.
+pub fn jobs_limit(plan: &Plan, jobs: Option<usize>) -> engine::graph::JobsLimit {
+    let (nodes, set_by) = match (jobs, plan.pipeline.loaded.pipeline.defaults.max_parallel) {
+        (Some(n), _) => (n, "--jobs"),
+        (None, Some(n)) => (n, "the pipeline's max_parallel"),
+        (None, None) => (DEFAULT_JOBS, "the default, --jobs N or the pipeline's max_parallel changes it"),
+    };
+    engine::graph::JobsLimit { nodes, set_by }
 }
 
 /// `--source-dir [ID=]PATH` against the pipeline's Source steps.

@@ -318,6 +318,25 @@ fn plan_diff_previews_the_stacks_of_an_assembly_stage_and_leaves_nothing_behind(
     assert_eq!(state["stacks"], serde_json::json!({}), "previews leave no stack behind");
 }
 
+#[test]
+fn plan_diff_says_why_stacks_synthesized_by_the_run_cannot_be_previewed() {
+    let pipeline = PIPELINE.replace(
+        r#"Step(id: "publish-dev","#,
+        r#"Step(id: "synth", kind: Shell(commands: ["true"])),
+    Step(id: "publish-dev", needs: ["synth"],"#,
+    );
+    let pipeline = pipeline.replace(r#"needs: ["publish-dev"]"#, r#"needs: ["synth", "publish-dev"]"#);
+    let test = Test::new().pipeline(&pipeline).args(&["plan", "pipeline.ron", "--diff"]);
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("(expands at run time)");
+    out.assert_stdout_contains(
+        "deploy-dev: nothing to preview before the run: its stacks are those of stage Dev of the cloud assembly \
+         `cdk.out`, which the steps before it (`synth`, `publish-dev`) write when the pipeline runs",
+    );
+}
+
 /// A stage `Platform` with a stack of its own and a nested stage `Platform/Services` (a Stage inside a Stage, as
 /// CDK writes it: a `cdk:cloud-assembly` artifact in Platform's manifest, its directory inside Platform's), whose
 /// Api stack depends on its Db stack. The nested stage also holds an artifact of a type runner does not know.

@@ -207,8 +207,8 @@ fn check(bytes: &[u8], base_dir: &Path) {
         Ok(plan) => plan,
         Err(invalid) => return assert_bounded(&invalid.render()),
     };
-    for jobs in [0, 4] {
-        engine::graph::waves(&plan, jobs);
+    for nodes in [0, 4] {
+        engine::graph::waves(&plan, engine::graph::JobsLimit { nodes, set_by: "--jobs" });
     }
     engine::graph::text(&plan);
     engine::graph::dot(&plan);

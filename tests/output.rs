@@ -41,6 +41,11 @@ fn the_summary_shows_a_steps_short_result_and_leaves_long_ones_in_its_log() {
     Step(id: "report", kind: Shell(commands: ["echo working", "echo 'commit abc: 12 files, 340 lines of Rust'"])),
     Step(id: "long", kind: Shell(commands: ["echo {long}"])),
     Step(id: "silent", kind: Shell(commands: ["echo VERSION=1.2 >> $RUNNER_OUTPUT"])),
+    Step(id: "synth", kind: Shell(commands: [
+        "echo 'synthesized 3 stacks'",
+        "echo 'npm notice New major version of npm available!' >&2",
+        "echo '83 feature flags are not configured.' >&2",
+    ])),
 ])"#
     );
     let out = Test::new().pipeline(&pipeline).args(&["run", "pipeline.ron"]).run();
@@ -55,6 +60,8 @@ fn the_summary_shows_a_steps_short_result_and_leaves_long_ones_in_its_log() {
     assert!(row("report").ends_with("commit abc: 12 files, 340 lines of Rust"), "{}", out.dump());
     assert!(!row("long").contains("xxxx"), "{}", out.dump());
     assert!(row("silent").ends_with("VERSION=1.2"), "{}", out.dump());
+    // A tool's hints on stderr after its result on stdout are not the step's result.
+    assert!(row("synth").ends_with("synthesized 3 stacks"), "{}", out.dump());
 }
 
 #[test]

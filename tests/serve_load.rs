@@ -36,6 +36,8 @@ fn burst(server: &Served, repo: &str, dev: &str, test_head: &str) -> Vec<(usize,
     let url = server.url("/hooks/github");
     // One client (its connection pool) for the 200 threads, as a proxy in front of the server would be.
     let client = reqwest::blocking::Client::builder()
+        // The server is on the loopback: never through a proxy of the environment (HTTP_PROXY, ALL_PROXY).
+        .no_proxy()
         .timeout(std::time::Duration::from_secs(60))
         .pool_max_idle_per_host(200)
         .build()

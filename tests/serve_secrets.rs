@@ -42,7 +42,7 @@ fn a_sources_token_is_used_by_polls_and_runs_and_shown_nowhere() {
         format!("/api/pipelines/app/runs/{id}/logs/source"),
     ] {
         let (status, body) = server.get(&path);
-        assert_eq!(status, 200, "{path}");
+        assert_eq!(status, 200, "{path}: {body}");
         assert!(!body.contains(&token), "the token is in {path}:\n{body}");
     }
     assert!(!server.running.stderr().contains(&token));

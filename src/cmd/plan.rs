@@ -20,7 +20,7 @@ pub fn main(
     state_dir: &Path,
 ) -> Result<ExitCode, String> {
     let planned = pipeline::load(file, &sources.source_dir)?;
-    let jobs = pipeline::jobs_for(&planned.plan, jobs);
+    let jobs = pipeline::jobs_limit(&planned.plan, jobs);
     let waves = if full {
         engine::graph::waves_in_full(&planned.plan, jobs)
     } else {
@@ -50,7 +50,12 @@ fn print_diffs(planned: &Planned, state_dir: &Path) -> ExitCode {
     for n in plan.graph.node_indices() {
         let node = &plan.graph[n];
         let step = &steps[node.step];
-        let (StepKind::Deploy(spec), Some(part)) = (&step.kind, node.part()) else { continue };
+        let StepKind::Deploy(spec) = &step.kind else { continue };
+        let Some(part) = node.part() else {
+            let spec = steps::deploy::resolve_with_env(spec, &env).unwrap_or_else(|_| (**spec).clone());
+            println!("\n{}: nothing to preview before the run: {}", node.id, known_at_run_time(&spec, &step.needs));
+            continue;
+        };
         let result = (|| {
             let spec = steps::deploy::resolve_with_env(spec, &env)?;
             let workspace = pipeline::workspace_of(plan, catalog, node.step, state_dir);
@@ -86,5 +91,24 @@ fn print_diffs(planned: &Planned, state_dir: &Path) -> ExitCode {
         ExitCode::from(exit::FAILED)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Why a Deploy's stacks are known only when the pipeline runs (its node expands at run time).
+fn known_at_run_time(spec: &engine::model::DeploySpec, needs: &[impl std::fmt::Display]) -> String {
+    use engine::model::Stacks;
+    let placeholders =
+        [&spec.account, &spec.region].into_iter().chain(&spec.accounts).chain(&spec.regions).any(|f| f.contains("${"));
+    match &spec.stacks {
+        Stacks::Assembly { dir, stage } if !placeholders && !stage.contains("${") => {
+            let before = needs.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+            format!(
+                "its stacks are those of stage {stage} of the cloud assembly `{dir}`, which the steps before it \
+                 ({before}) write when the pipeline runs; the run creates each stack's change set before executing it"
+            )
+        }
+        _ => "its accounts or regions are known only when the run resolves their `${...}` (Parameter Store values, \
+              unset variables or step outputs)"
+            .to_string(),
     }
 }

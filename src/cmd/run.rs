@@ -23,7 +23,7 @@ pub fn main(args: RunArgs, state_dir: &Path) -> Result<ExitCode, String> {
         if !targets.is_empty() {
             plan = runner::pipeline::select(plan, targets)?.plan;
         }
-        print!("{}", engine::graph::waves(&plan, runner::pipeline::jobs_for(&plan, args.jobs)));
+        print!("{}", engine::graph::waves(&plan, runner::pipeline::jobs_limit(&plan, args.jobs)));
         return Ok(ExitCode::SUCCESS);
     }
     let mut request = RunRequest::new(planned, args.file.clone(), state_dir.to_path_buf());

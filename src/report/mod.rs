@@ -63,8 +63,15 @@ pub struct Summary {
     pub not_started: Option<String>,
     /// What to do about a failed preflight, when there is more to say than the generic line.
     pub remedy: Option<String>,
-    /// The last line each running node printed (stdout or stderr).
-    last_lines: HashMap<String, String>,
+    /// The last lines each running node printed.
+    last_lines: HashMap<String, LastLines>,
+}
+
+/// A running node's last non-blank line on each stream.
+#[derive(Debug, Default)]
+struct LastLines {
+    stdout: Option<String>,
+    stderr: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,11 +105,20 @@ impl Summary {
                 }
             }
             EventKind::NodesAdded { nodes, .. } => nodes.iter().for_each(|n| self.add(&n.id)),
-            EventKind::Log { node, stream: Stream::Stdout | Stream::Stderr, line } if !line.trim().is_empty() => {
-                self.last_lines.insert(node.clone(), line.clone());
+            EventKind::Log { node, stream: stream @ (Stream::Stdout | Stream::Stderr), line }
+                if !line.trim().is_empty() =>
+            {
+                let last = self.last_lines.entry(node.clone()).or_default();
+                if *stream == Stream::Stdout {
+                    last.stdout = Some(line.clone());
+                } else {
+                    last.stderr = Some(line.clone());
+                }
             }
             EventKind::NodeFinished { node, status, duration_ms, error, outputs, .. } => {
-                let last = self.last_lines.remove(node);
+                // A tool's result is on stdout; its stderr holds notices and hints (npm's `npm notice`, cdk's
+                // feature-flag count) that would read as the step's result.
+                let last = self.last_lines.remove(node).and_then(|l| l.stdout.or(l.stderr));
                 if let Some(&i) = self.index.get(node) {
                     let row = &mut self.rows[i];
                     row.status = Some(*status);

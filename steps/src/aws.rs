@@ -136,8 +136,10 @@ impl Sessions {
         if let Some(c) = base.get(&key) {
             return c.clone();
         }
+        // 10 s to connect, not the SDK's ~3 s: a busy CodeBuild host or a laptop on a slow link otherwise fails a
+        // deploy that waiting would have finished (a refused connection still fails at once).
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);

@@ -53,6 +53,8 @@ pub fn attach(running: Running) -> Served {
     let at = stderr.find("listening on http://").unwrap() + "listening on ".len();
     let base: String = stderr[at..].chars().take_while(|c| !c.is_whitespace()).collect();
     let client = reqwest::blocking::Client::builder()
+        // The server is on the loopback: never through a proxy of the environment (HTTP_PROXY, ALL_PROXY).
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()

@@ -22,13 +22,31 @@ pub const MAX_COLUMN: usize = 64;
 /// [`waves_in_full`] keeps them whole.
 pub const DESCRIPTION_WIDTH: usize = 100;
 
+/// How many nodes may run at once (0: no limit) and what set that number, which the plan's heading says so that a
+/// reader knows which knob turns it (`--jobs`, the pipeline's `max_parallel`, or the default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobsLimit {
+    pub nodes: usize,
+    /// Lower case, e.g. "--jobs".
+    pub set_by: &'static str,
+}
+
+impl std::fmt::Display for JobsLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.nodes {
+            0 => write!(f, "no limit on nodes running at once: {}", self.set_by),
+            n => write!(f, "at most {n} node{} running at once: {}", if n == 1 { "" } else { "s" }, self.set_by),
+        }
+    }
+}
+
 /// The dry run: waves of nodes that run together, and what each does, long descriptions shortened.
-pub fn waves(plan: &Plan, jobs: usize) -> String {
+pub fn waves(plan: &Plan, jobs: JobsLimit) -> String {
     waves_with(plan, jobs, Some(DESCRIPTION_WIDTH))
 }
 
 /// The dry run with every description whole (`runner plan --full`).
-pub fn waves_in_full(plan: &Plan, jobs: usize) -> String {
+pub fn waves_in_full(plan: &Plan, jobs: JobsLimit) -> String {
     waves_with(plan, jobs, None)
 }
 
@@ -43,13 +61,12 @@ fn shorten(text: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn waves_with(plan: &Plan, jobs: usize, width: Option<usize>) -> String {
+fn waves_with(plan: &Plan, jobs: JobsLimit, width: Option<usize>) -> String {
     let waves = plan.waves();
     let mut out = String::new();
-    let at_once = if jobs == 0 { "no limit".to_string() } else { format!("at most {jobs} at once") };
     let _ = writeln!(
         out,
-        "pipeline `{}`: {} steps, {} nodes, {} waves ({at_once})",
+        "pipeline `{}`: {} steps, {} nodes, {} waves ({jobs})",
         plan.pipeline.loaded.pipeline.name,
         plan.pipeline.loaded.pipeline.steps.len(),
         plan.graph.node_count(),
