@@ -30,6 +30,16 @@ impl<W: Write> PlainReporter<W> {
         PlainReporter { out, progress: HashMap::new() }
     }
 
+    /// The node's progress line held back, if any, printed now; it counts as the last one printed.
+    fn print_held(&mut self, node: &str, time: &str) {
+        if let Some(p) = self.progress.get_mut(node) {
+            if let Some(held) = p.held.take() {
+                let _ = writeln!(self.out, "{time} [{node}] {held}");
+                p.printed = held;
+            }
+        }
+    }
+
     /// Whether a progress line is worth printing: the node's first, or one that says something new at least
     /// [`PROGRESS_EVERY`] after the last one printed. Never the same line twice in a row.
     fn progress_due(&mut self, node: &str, time: SystemTime, text: &str) -> bool {
@@ -69,8 +79,13 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
                 format!("{time} [{node}] started, attempt {attempt}")
             }
             EventKind::NodeStarted { node, .. } => format!("{time} [{node}] started"),
-            EventKind::Log { node, stream: Stream::Stderr, line } => format!("{time} [{node}] ! {line}"),
-            EventKind::Log { node, line, .. } => format!("{time} [{node}] {line}"),
+            EventKind::Log { node, stream, line } => {
+                // Where the node's progress got to comes before what it says next (`receiving 281/281 objects`,
+                // then `checked out ...`), not after it.
+                self.print_held(node, &time);
+                let mark = if *stream == Stream::Stderr { "! " } else { "" };
+                format!("{time} [{node}] {mark}{line}")
+            }
             EventKind::Progress { node, done, total, unit, message } => {
                 let text = format!("{message} {}", super::amount(*done, *total, unit));
                 if !self.progress_due(node, event.time, &text) {
@@ -150,6 +165,11 @@ mod tests {
             r.event(&progress(60_000, 50));
             // Held back, then the node finishes: where it ended is printed before it.
             r.event(&progress(61_000, 100));
+            // A line of the node's own comes after where its progress got to.
+            r.event(&Event {
+                time: SystemTime::UNIX_EPOCH + Duration::from_millis(61_200),
+                kind: EventKind::Log { node: "source".into(), stream: Stream::Stdout, line: "checked out".into() },
+            });
             r.event(&Event {
                 time: SystemTime::UNIX_EPOCH + Duration::from_millis(61_500),
                 kind: EventKind::NodeFinished {
@@ -164,10 +184,11 @@ mod tests {
         }
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
         assert!(lines[0].ends_with("receiving 0/100 objects"), "{text}");
         assert!(lines[3].ends_with("receiving 50/100 objects"), "{text}");
         assert!(lines[4].ends_with("receiving 100/100 objects"), "{text}");
-        assert!(lines[5].contains("[source] succeeded"), "{text}");
+        assert!(lines[5].ends_with("[source] checked out"), "{text}");
+        assert!(lines[6].contains("[source] succeeded"), "{text}");
     }
 }
