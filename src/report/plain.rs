@@ -105,9 +105,8 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
             }
             EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
                 // Where the node's progress ended, if that was held back: the last word on it.
-                if let Some(held) = self.progress.remove(node).and_then(|p| p.held) {
-                    let _ = writeln!(self.out, "{time} [{node}] {held}");
-                }
+                self.print_held(node, &time);
+                self.progress.remove(node);
                 format!("{time} [{node}] {}", finished_line(*status, *duration_ms, error.as_deref()))
             }
             EventKind::RunRestarting { node, reason } => {
