@@ -1,7 +1,7 @@
 //! A pipeline file made ready to run: loaded, validated and planned, with the step catalog that will run it.
 //! Every command and the server start here; errors come back rendered for people (file:line:column, caret).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -80,8 +80,18 @@ pub fn plan_loaded_for(
         warnings.extend(valid.unset_env.iter().cloned());
         warnings.sort_by_key(|d| d.span.map(|s| s.start));
     }
-    if !warnings.is_empty() {
-        eprintln!("{}", validate::render_all(&valid.loaded, &warnings));
+    // Each warning once per process: one about a shared included file (an unset variable of datalake.ron) would
+    // otherwise be printed again for every pipeline including it (`validate pipelines/{dev,test,prod}.ron`).
+    static SAID: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut said = SAID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let new: Vec<String> = warnings
+        .iter()
+        .map(|w| validate::render_all(&valid.loaded, std::slice::from_ref(w)))
+        .filter(|text| said.insert(text.clone()))
+        .collect();
+    drop(said);
+    if !new.is_empty() {
+        eprintln!("{}", new.join("\n"));
     }
     let base_dir = std::env::current_dir().map_err(|e| format!("error: cannot read the current directory: {e}\n"))?;
     let plan = Plan::build(valid, &catalog, &PlanContext { base_dir }).map_err(|e| e.render())?;

@@ -675,3 +675,17 @@ fn sigkill_of_the_runner_leaves_no_step_running() {
     assert_eq!(out.signal, Some(libc::SIGKILL), "{}", out.dump());
     assert_gone(&[child, grandchild], Duration::from_secs(10), &out);
 }
+
+#[test]
+fn the_shipped_example_pipeline_succeeds_on_this_repository() {
+    let root = repo_root();
+    let example = root.join("pipelines/example.ron");
+    let out = Test::new()
+        .env("EXAMPLE_REPO", root.to_str().unwrap())
+        .args(&["run", example.to_str().unwrap(), "--output", "plain"])
+        .run();
+    out.assert_code(0);
+    // The include-only datalake.ron is a shared definition, not a pipeline without a name.
+    out.assert_stdout_contains("ok pipelines/datalake.ron (included)");
+    out.assert_stdout_contains("ok pipelines/prod.ron");
+}

@@ -173,3 +173,14 @@ fn install_node_says_which_node_once_and_not_again_when_quiet() {
     assert_eq!(String::from_utf8_lossy(&quiet.stderr), "", "--quiet says nothing when nothing is downloaded");
     assert_eq!(said.stdout, quiet.stdout, "both print the same PATH entry");
 }
+
+#[test]
+fn the_node_modules_link_the_synth_leaves_in_the_clone_is_ignored_by_git() {
+    // datalake/npm-ci-cached links node_modules (not a directory) to the cache; `node_modules/` would not match it.
+    let status = Command::new("git")
+        .current_dir(repo_root())
+        .args(["check-ignore", "-q", "--no-index", "datalake/node_modules"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "git status shows datalake/node_modules after a run");
+}

@@ -237,10 +237,13 @@ fn first_line(s: &str) -> &str {
 /// Progress as people read it: `3/22 resources`; bytes in MiB (`12.0/600.0 MiB`).
 pub fn amount(done: u64, total: Option<u64>, unit: &str) -> String {
     if unit == "bytes" {
-        let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
+        // KiB under a MiB: a template of a few KiB is not `0.0/0.0 MiB`.
+        let (scale, name) =
+            if total.unwrap_or(done) < 1024 * 1024 { (1024.0, "KiB") } else { (1024.0 * 1024.0, "MiB") };
+        let show = |b: u64| format!("{:.1}", b as f64 / scale);
         return match total {
-            Some(t) => format!("{}/{} MiB", mib(done), mib(t)),
-            None => format!("{} MiB", mib(done)),
+            Some(t) => format!("{}/{} {name}", show(done), show(t)),
+            None => format!("{} {name}", show(done)),
         };
     }
     match total {
@@ -277,6 +280,13 @@ mod tests {
 
     fn path(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("s{i}")).collect()
+    }
+
+    #[test]
+    fn bytes_read_in_kib_under_a_mib_and_in_mib_above() {
+        assert_eq!(amount(2048, Some(6144), "bytes"), "2.0/6.0 KiB");
+        assert_eq!(amount(0, Some(600 * 1024 * 1024), "bytes"), "0.0/600.0 MiB");
+        assert_eq!(amount(3, Some(10), "assets"), "3/10 assets");
     }
 
     #[test]

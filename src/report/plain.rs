@@ -23,6 +23,8 @@ struct Progress {
     printed_at: SystemTime,
     printed: String,
     held: Option<String>,
+    /// The held line says the work is done (`281/281 objects`).
+    held_complete: bool,
 }
 
 impl<W: Write> PlainReporter<W> {
@@ -30,9 +32,13 @@ impl<W: Write> PlainReporter<W> {
         PlainReporter { out, progress: HashMap::new() }
     }
 
-    /// The node's progress line held back, if any, printed now; it counts as the last one printed.
-    fn print_held(&mut self, node: &str, time: &str) {
+    /// The node's progress line held back, if any (only one saying the work is done, with `complete_only`),
+    /// printed now; it counts as the last one printed.
+    fn print_held(&mut self, node: &str, time: &str, complete_only: bool) {
         if let Some(p) = self.progress.get_mut(node) {
+            if complete_only && !p.held_complete {
+                return;
+            }
             if let Some(held) = p.held.take() {
                 let _ = writeln!(self.out, "{time} [{node}] {held}");
                 p.printed = held;
@@ -42,7 +48,7 @@ impl<W: Write> PlainReporter<W> {
 
     /// Whether a progress line is worth printing: the node's first, or one that says something new at least
     /// [`PROGRESS_EVERY`] after the last one printed. Never the same line twice in a row.
-    fn progress_due(&mut self, node: &str, time: SystemTime, text: &str) -> bool {
+    fn progress_due(&mut self, node: &str, time: SystemTime, text: &str, complete: bool) -> bool {
         match self.progress.get_mut(node) {
             Some(p) if p.printed == text => {
                 p.held = None;
@@ -50,10 +56,11 @@ impl<W: Write> PlainReporter<W> {
             }
             Some(p) if time.duration_since(p.printed_at).unwrap_or_default() < PROGRESS_EVERY => {
                 p.held = Some(text.to_string());
+                p.held_complete = complete;
                 false
             }
             _ => {
-                let p = Progress { printed_at: time, printed: text.to_string(), held: None };
+                let p = Progress { printed_at: time, printed: text.to_string(), held: None, held_complete: false };
                 self.progress.insert(node.to_string(), p);
                 true
             }
@@ -80,15 +87,16 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
             }
             EventKind::NodeStarted { node, .. } => format!("{time} [{node}] started"),
             EventKind::Log { node, stream, line } => {
-                // Where the node's progress got to comes before what it says next (`receiving 281/281 objects`,
-                // then `checked out ...`), not after it.
-                self.print_held(node, &time);
+                // Progress that ended comes before what the node says next (`receiving 281/281 objects`, then
+                // `checked out ...`), not after it; progress still going stays held (a line per item written
+                // would double the log).
+                self.print_held(node, &time, true);
                 let mark = if *stream == Stream::Stderr { "! " } else { "" };
                 format!("{time} [{node}] {mark}{line}")
             }
             EventKind::Progress { node, done, total, unit, message } => {
                 let text = format!("{message} {}", super::amount(*done, *total, unit));
-                if !self.progress_due(node, event.time, &text) {
+                if !self.progress_due(node, event.time, &text, total.is_some_and(|t| *done >= t)) {
                     return;
                 }
                 format!("{time} [{node}] {text}")
@@ -105,7 +113,7 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
             }
             EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
                 // Where the node's progress ended, if that was held back: the last word on it.
-                self.print_held(node, &time);
+                self.print_held(node, &time, false);
                 self.progress.remove(node);
                 format!("{time} [{node}] {}", finished_line(*status, *duration_ms, error.as_deref()))
             }
@@ -162,6 +170,12 @@ mod tests {
             // Later but the same line as the last one printed: not again.
             r.event(&progress(60_000, 50));
             r.event(&progress(60_000, 50));
+            // Progress still going, then a line of the node's: the progress stays held (not a line per item).
+            r.event(&progress(60_500, 60));
+            r.event(&Event {
+                time: SystemTime::UNIX_EPOCH + Duration::from_millis(60_600),
+                kind: EventKind::Log { node: "source".into(), stream: Stream::Stdout, line: "wrote one".into() },
+            });
             // Held back, then the node finishes: where it ended is printed before it.
             r.event(&progress(61_000, 100));
             // A line of the node's own comes after where its progress got to.
@@ -183,11 +197,12 @@ mod tests {
         }
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 7, "{text}");
+        assert_eq!(lines.len(), 8, "{text}");
         assert!(lines[0].ends_with("receiving 0/100 objects"), "{text}");
         assert!(lines[3].ends_with("receiving 50/100 objects"), "{text}");
-        assert!(lines[4].ends_with("receiving 100/100 objects"), "{text}");
-        assert!(lines[5].ends_with("[source] checked out"), "{text}");
-        assert!(lines[6].contains("[source] succeeded"), "{text}");
+        assert!(lines[4].ends_with("[source] wrote one"), "{text}");
+        assert!(lines[5].ends_with("receiving 100/100 objects"), "{text}");
+        assert!(lines[6].ends_with("[source] checked out"), "{text}");
+        assert!(lines[7].contains("[source] succeeded"), "{text}");
     }
 }
