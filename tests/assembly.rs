@@ -337,6 +337,40 @@ fn plan_diff_says_why_stacks_synthesized_by_the_run_cannot_be_previewed() {
     );
 }
 
+#[test]
+fn the_critical_path_goes_through_the_stacks_a_stage_synthesized_by_the_run_expands_into() {
+    let moto = Moto::start();
+    bootstrap_by_hand(&moto, DEV);
+    let pipeline = PIPELINE.replace(
+        r#"Step(id: "publish-dev","#,
+        r#"Step(id: "synth", kind: Shell(commands: ["true"])),
+    Step(id: "publish-dev", needs: ["synth"],"#,
+    );
+    // A gate between the stage's Publish and its Deploy (as an approval is): the templates are published before
+    // the stacks are spliced in, which then wait for nodes already finished.
+    let pipeline = pipeline.replace(r#"needs: ["publish-dev"]"#, r#"needs: ["publish-dev", "gate"]"#);
+    let pipeline = pipeline.replace(
+        "\n])",
+        r#"
+    Step(id: "gate", needs: ["publish-dev"], kind: Shell(commands: ["true"])),
+    Step(id: "after", needs: ["deploy-dev"], kind: Shell(commands: ["true"])),
+])"#,
+    );
+    let test = moto.env(Test::new()).pipeline(&pipeline).args(&["run", "pipeline.ron", "--output", "json"]);
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    let finished: serde_json::Value = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "run_finished")
+        .unwrap_or_else(|| panic!("no run_finished\n{}", out.dump()));
+    let path: Vec<&str> = finished["critical_path"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert_eq!(path.last(), Some(&"after"), "the path ends where the run did: {path:?}");
+    assert!(path.iter().any(|n| n.starts_with("deploy-dev/")), "through a stack: {path:?}");
+}
+
 /// A stage `Platform` with a stack of its own and a nested stage `Platform/Services` (a Stage inside a Stage, as
 /// CDK writes it: a `cdk:cloud-assembly` artifact in Platform's manifest, its directory inside Platform's), whose
 /// Api stack depends on its Db stack. The nested stage also holds an artifact of a type runner does not know.

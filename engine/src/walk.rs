@@ -821,6 +821,12 @@ impl<'p> Walker<'p> {
     /// The chain of nodes whose durations add up to the longest, and that length.
     fn critical_path(&self) -> (Vec<String>, Duration) {
         let n = self.nodes.len();
+        // Who needs whom, from the needs alone: `dependents` leaves out a part spliced in at run time after what it
+        // waits for had finished (nothing left to release), and the path then stopped at the step that expanded.
+        let mut dependents = vec![Vec::new(); n];
+        for i in 0..n {
+            self.needs.of(i).for_each(|m| dependents[m].push(i));
+        }
         let mut indegree: Vec<usize> = (0..n).map(|i| self.needs.count(i)).collect();
         let mut queue: VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
         let mut best = vec![Duration::ZERO; n];
@@ -832,7 +838,7 @@ impl<'p> Walker<'p> {
                 prev[i] = m;
             }
             best[i] += self.nodes[i].duration;
-            for d in self.dependents.of(i) {
+            for &d in &dependents[i] {
                 indegree[d] -= 1;
                 if indegree[d] == 0 {
                     queue.push_back(d);

@@ -46,7 +46,7 @@ fn print_diffs(planned: &Planned, state_dir: &Path) -> ExitCode {
         }
     };
     let mut failed = false;
-    println!("\ndiff (change sets created, read and deleted; nothing executed)");
+    println!("\ndiff (each stack known before the run: a change set created, read and deleted; nothing executed)");
     for n in plan.graph.node_indices() {
         let node = &plan.graph[n];
         let step = &steps[node.step];
@@ -104,7 +104,7 @@ fn known_at_run_time(spec: &engine::model::DeploySpec, needs: &[impl std::fmt::D
             let before = needs.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
             format!(
                 "its stacks are those of stage {stage} of the cloud assembly `{dir}`, which the steps before it \
-                 ({before}) write when the pipeline runs; the run creates each stack's change set before executing it"
+                 ({before}) write when the pipeline runs"
             )
         }
         _ => "its accounts or regions are known only when the run resolves their `${...}` (Parameter Store values, \
