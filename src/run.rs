@@ -275,7 +275,13 @@ pub async fn run(
             options.store = Arc::new(read.values);
             preflight(&plan, &catalog, &options.env, &options.store, &base_dir, &mut reporters).await
         }
-        Err(errors) => Err(Refused { errors, remedy: None, invalid_input: false }),
+        Err(errors) => Err(Refused {
+            errors,
+            remedy: Some(
+                "nothing ran: the Parameter Store values the pipeline uses could not be read (see above)".into(),
+            ),
+            invalid_input: false,
+        }),
     };
     if let Err(Refused { errors, remedy, invalid_input }) = checked {
         let error = format!("preflight: {}", errors.join("\npreflight: "));

@@ -235,7 +235,9 @@ fn an_unreachable_endpoint_fails_within_seconds_and_deploys_nothing() {
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
     out.assert_code(1);
     out.assert_stderr_contains("cannot assume role arn:aws:iam::333333333333:role/cdk-hnb659fds-deploy-role-333333333333-us-east-1 in account 333333333333");
-    out.assert_stderr_contains("the AWS endpoint cannot be reached");
+    out.assert_stderr_contains(&format!(
+        "the AWS endpoint cannot be reached at http://localhost:{closed} (AWS_ENDPOINT_URL)"
+    ));
     out.assert_stderr_contains("nothing ran");
     assert!(!copy.path().join("build").exists(), "no step ran");
 }

@@ -102,6 +102,9 @@ fn a_missing_ssm_parameter_stops_the_run_before_anything_runs_naming_it() {
     ));
     assert!(!out.stderr.contains("`/DataLake/Prod/account_id` does not exist"), "{}", out.dump());
     assert!(!t.exists("ran"), "a step ran though a parameter is missing\n{}", out.dump());
+    // What stopped it, not an account's access.
+    out.assert_stderr_contains("nothing ran: the Parameter Store values the pipeline uses could not be read");
+    assert!(!out.stderr.contains("cannot act in its account"), "{}", out.dump());
 }
 
 #[test]

@@ -273,7 +273,10 @@ where
         }
         SdkError::DispatchFailure(d) if d.is_user() || chain(e).contains("no credentials found") => no_credentials(),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            format!("the AWS endpoint cannot be reached: {}", chain(e))
+            // The SDK's error does not name the URL it tried; an endpoint set in the environment is the usual one.
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok().filter(|u| !u.is_empty());
+            let at = endpoint.map(|u| format!(" at {u} (AWS_ENDPOINT_URL)")).unwrap_or_default();
+            format!("the AWS endpoint cannot be reached{at}: {}", chain(e))
         }
         _ => chain(e),
     }
