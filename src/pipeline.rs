@@ -67,11 +67,12 @@ pub fn plan_loaded_for(
     let catalog = StepCatalog { source_dirs, aws_endpoint, codebuild, ..Default::default() };
     let env = |name: &str| std::env::var(name).ok();
     let valid = validate::validate(loaded, &catalog, &env).map_err(|invalid| {
-        let n = invalid.error_count();
+        // Errors may point into included files: the total is for the file given and what it includes.
+        let with = if invalid.loaded.included.is_empty() { "" } else { " and the files it includes" };
         format!(
-            "{}\n{n} error{} in {}\n",
+            "{}\n{} in {}{with}\n",
             invalid.render(),
-            if n == 1 { "" } else { "s" },
+            engine::counted(invalid.error_count(), "error"),
             invalid.loaded.path.display()
         )
     })?;

@@ -535,8 +535,14 @@ fn check_env(
     }
     missing.sort_by_key(|d| d.span.map(|s| s.start));
     let names: BTreeSet<&str> = missing.iter().filter_map(|d| d.message.split('`').nth(1)).collect();
+    // A repository named by a variable can also be given as a local checkout.
+    let of_a_repository = valid.loaded.pipeline.steps.iter().any(|s| match &s.kind {
+        StepKind::Source(spec) => names.iter().any(|n| spec.repository.contains(&format!("${{env:{n}}}"))),
+        _ => false,
+    });
+    let or = if of_a_repository { " (or give the source as a local checkout: --source-dir PATH)" } else { "" };
     Err(format!(
-        "{}\nnothing ran: set {} and run again\n",
+        "{}\nnothing ran: set {} and run again{or}\n",
         validate::render_all(&valid.loaded, &missing),
         names.into_iter().collect::<Vec<_>>().join(", ")
     ))

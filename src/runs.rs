@@ -88,7 +88,7 @@ pub fn history(state_dir: &Path, pipeline: &str) -> String {
         return format!("pipeline `{pipeline}` has no runs in {}\n", state_dir.display());
     }
     let width = runs.iter().map(|(id, _)| id.chars().count()).max().unwrap_or(6).min(engine::graph::MAX_COLUMN);
-    let mut out = format!("{:width$}  {:24}  {:>9}  outcome\n", "run", "started", "duration");
+    let mut out = format!("{:width$}  {:24}  {:>9}  outcome\n", "run", "started", "working");
     for (id, dir) in runs {
         match RunState::load(&dir) {
             Ok(s) => {
@@ -142,7 +142,9 @@ pub fn status(plan: &Plan, state_dir: &Path, run: Option<&str>) -> Result<String
         let duration = n
             .duration_ms
             .map_or("-".to_string(), |ms| crate::report::format_duration(std::time::Duration::from_millis(ms)));
-        let _ = writeln!(out, "{node:width$}  {:10}  {duration:>9}  {}", n.status, n.log);
+        // A node that never ran (skipped, or never reached) wrote no log: nothing to point at.
+        let log = if Path::new(&n.log).exists() { n.log.as_str() } else { "-" };
+        let _ = writeln!(out, "{node:width$}  {:10}  {duration:>9}  {log}", n.status);
         if let Some(e) = &n.error {
             let _ = writeln!(out, "{:width$}  {}", "", e.lines().next().unwrap_or(""));
         }

@@ -185,6 +185,24 @@ fn status_lists_nodes_in_plan_order() {
 }
 
 #[test]
+fn status_points_at_logs_only_for_nodes_that_wrote_one() {
+    let test = Test::new().pipeline(
+        r#"Pipeline(name: "logs", steps: [
+    Step(id: "breaks", kind: Shell(commands: ["echo trying", "false"])),
+    Step(id: "after", needs: ["breaks"], kind: Shell(commands: ["true"])),
+])"#,
+    );
+    test.run_with(&["run", "pipeline.ron"]).assert_code(1);
+    let out = test.run_with(&["status", "pipeline.ron"]);
+    out.assert_code(0);
+    let row = |node: &str| out.stdout.lines().find(|l| l.starts_with(&format!("{node} "))).unwrap().to_string();
+    let breaks = row("breaks");
+    let log = breaks.split_whitespace().last().unwrap();
+    assert!(log.ends_with("breaks.log") && std::path::Path::new(log).exists(), "{}", out.dump());
+    assert!(row("after").trim_end().ends_with(" -"), "a skipped node has no log to point at\n{}", out.dump());
+}
+
+#[test]
 fn a_run_its_preflight_stopped_is_shown_and_resumed_as_one_where_nothing_ran() {
     // Credentials, but an endpoint that does not answer: the preflight stops the run.
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
@@ -232,6 +250,7 @@ fn history_shows_a_resumed_runs_working_time_not_the_time_between_its_attempts()
     test.run_with(&["run", "pipeline.ron", "--resume"]).assert_code(0);
     let out = test.run_with(&["history", "pipeline.ron"]);
     out.assert_code(0);
+    assert!(out.stdout.lines().next().unwrap().contains(" working "), "the column says what it shows\n{}", out.dump());
     let line = out.stdout.lines().find(|l| l.starts_with("flaky-")).expect("the run's line").to_string();
     let duration = line.split_whitespace().nth(2).unwrap();
     assert!(duration.ends_with("ms") || duration.ends_with('s') && !duration.contains('m'), "working time: {line}");

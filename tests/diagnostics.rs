@@ -328,6 +328,10 @@ fn run_says_an_unset_variable_once_as_an_error() {
     out.assert_code(2);
     assert_eq!(out.stderr.matches("`EXAMPLE_REPO` is not set").count(), 1, "{}", out.dump());
     assert!(!out.stderr.contains("warning"), "{}", out.dump());
+    // The variable names a repository: a local checkout does as well.
+    out.assert_stderr_contains(
+        "nothing ran: set EXAMPLE_REPO and run again (or give the source as a local checkout: --source-dir PATH)",
+    );
 }
 
 #[test]

@@ -62,7 +62,7 @@ fn a_deploy_to_ten_accounts_runs_one_node_per_account_at_most_max_parallel_at_on
     let t = moto.env(Test::new().pipeline(&pipeline(&ten.join(","), 4)).write("queue.json", QUEUE));
 
     let plan = t.run_with(&["plan", "pipeline.ron", "--full"]);
-    plan.assert_success().assert_stdout_contains("1 steps, 10 nodes");
+    plan.assert_success().assert_stdout_contains("1 step, 10 nodes");
     for account in &ten {
         plan.assert_stdout_contains(&format!("deploy/{account}/Queue"));
         plan.assert_stdout_contains(&format!("to aws://{account}/us-east-1: created with CreateStack if new"));

@@ -90,6 +90,8 @@ fn the_runs_clock_ticks_while_its_steps_run() {
         clocks.iter().any(|c| *c == "2s" || *c == "3s"),
         "the run's clock while a 3 s step runs: {clocks:?}\n{text}"
     );
+    // Not drawn before the run knows its nodes (a full bar at 0/0).
+    assert!(!text.contains("0/0 nodes"), "{text}");
 }
 
 #[test]

@@ -22,3 +22,22 @@ pub mod walk;
 pub use event::{Event, EventKind, RunStatus, Status};
 pub use plan::Plan;
 pub use step::{Catalog, NodeContext, NodeSuccess, StepError, StepRunner, StopReason};
+
+/// `n` and the noun, plural unless there is one: `1 node`, `3 nodes`, `0 waves` (the noun takes an `s`).
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_thing_is_singular_and_any_other_count_plural() {
+        assert_eq!(super::counted(1, "node"), "1 node");
+        assert_eq!(super::counted(0, "wave"), "0 waves");
+        assert_eq!(super::counted(17, "step"), "17 steps");
+    }
+}

@@ -61,7 +61,9 @@ impl LoadError {
     pub fn render(&self) -> String {
         match self {
             LoadError::Io { .. } => format!("error: {self}\n"),
-            LoadError::Syntax { path, text, diagnostic } => diagnostic.render(&path.display().to_string(), text),
+            LoadError::Syntax { path, text, diagnostic } => {
+                format!("{}\n1 error in {}\n", diagnostic.render(&path.display().to_string(), text), path.display())
+            }
         }
     }
 }
@@ -125,11 +127,86 @@ pub(crate) fn parse_ron(path: &Path, text: &str) -> Result<Pipeline, LoadError> 
         if end <= start {
             end = start + text[start..].chars().next().map_or(0, char::len_utf8);
         }
-        let message = lower_first(&e.code.to_string());
+        let message = unclosed(text, start).unwrap_or_else(|| in_pipeline_terms(&lower_first(&e.code.to_string())));
         let mut diagnostic = Box::new(Diagnostic::error(message, Some(Span::new(start, end))));
         diagnostic.label = suggestion(&diagnostic.message).map(|name| format!("did you mean `{name}`?"));
         LoadError::Syntax { path: path.to_path_buf(), text: text.to_string(), diagnostic }
     })
+}
+
+/// The enums of the pipeline model as a pipeline's author knows them (ron names the Rust type).
+const ENUM_TERMS: &[(&str, &str)] = &[
+    ("StepKind", "step kind"),
+    ("GitReference", "git reference"),
+    ("GitAuth", "git auth"),
+    ("SecretValue", "secret value"),
+    ("DeployRole", "deploy role"),
+    ("DeployMethod", "deploy method"),
+    ("Stacks", "kind of stacks"),
+    ("PublishAssets", "kind of assets"),
+    ("Notification", "notification"),
+    ("NotifyOn", "notification event"),
+    ("RunOn", "place to run"),
+];
+
+/// ron's "unexpected variant named `Shel` in enum `StepKind`, expected one of ..." as "unknown step kind `Shel`,
+/// expected one of ...".
+fn in_pipeline_terms(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unexpected variant named `") else { return message.to_string() };
+    for (name, term) in ENUM_TERMS {
+        if let Some((variant, tail)) = rest.split_once(&format!("` in enum `{name}`")) {
+            return format!("unknown {term} `{variant}`{tail}");
+        }
+    }
+    message.to_string()
+}
+
+/// A closing bracket where another one was due (`Step(... ]`: a `)` left out): ron says only "expected comma".
+/// Names the bracket still open and where it was opened. Strings and comments are skipped.
+fn unclosed(text: &str, at: usize) -> Option<String> {
+    let found = text[at..].chars().next().filter(|c| matches!(c, ')' | ']' | '}'))?;
+    let mut open: Vec<(char, usize)> = Vec::new();
+    let mut chars = text[..at].char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                let mut escaped = false;
+                for (_, c) in chars.by_ref() {
+                    match c {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => break,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            '/' if chars.peek().is_some_and(|&(_, n)| n == '/') => {
+                for (_, c) in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => open.push((c, i)),
+            ')' | ']' | '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let &(opener, position) = open.last()?;
+    let due = match opener {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    };
+    if due == found {
+        return None;
+    }
+    // What the bracket opened: `Step(`, `Shell(`, or the bracket alone.
+    let name: String = text[..position].chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let name: String = name.chars().rev().collect();
+    let (line, col) = crate::diagnostic::line_col(text, position);
+    Some(format!("expected `,` or `{due}` to close `{name}{opener}` (line {line}, column {col}), found `{found}`"))
 }
 
 /// For ron's "unexpected field named `comands` in `Shell`, expected one of `commands`, `program`, or `args`": the
@@ -161,6 +238,21 @@ mod tests {
             }
             other => panic!("expected a syntax error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_left_out_bracket_names_the_one_still_open_and_where() {
+        let text = "Pipeline(name: \"x\", steps: [\n  Step(id: \"a)\", kind: Shell(commands: [\"true\"])]\n)";
+        let (msg, line, col) = syntax_error(text);
+        assert_eq!(msg, "expected `,` or `)` to close `Step(` (line 2, column 7), found `]`");
+        assert_eq!((line, col), (2, 49));
+    }
+
+    #[test]
+    fn an_unknown_step_kind_is_said_in_pipeline_terms() {
+        let (msg, _, _) = syntax_error("Pipeline(name: \"x\", steps: [Step(id: \"a\", kind: Shel(commands: []))])");
+        assert!(msg.starts_with("unknown step kind `Shel`, expected one of `Source`, `Shell`"), "{msg}");
+        assert!(!msg.contains("StepKind"), "{msg}");
     }
 
     #[test]

@@ -29,11 +29,11 @@ pub fn main(files: &[PathBuf]) -> Result<ExitCode, String> {
             Ok(planned) => {
                 let p = &planned.plan.pipeline.loaded.pipeline;
                 println!(
-                    "{}: pipeline `{}` is valid: {} steps, {} nodes",
+                    "{}: pipeline `{}` is valid: {}, {}",
                     file.display(),
                     p.name,
-                    p.steps.len(),
-                    planned.plan.graph.node_count()
+                    engine::counted(p.steps.len(), "step"),
+                    engine::counted(planned.plan.graph.node_count(), "node")
                 );
             }
             Err(message) => {

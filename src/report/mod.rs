@@ -104,7 +104,7 @@ impl Summary {
                     self.add(&n.id);
                 }
             }
-            EventKind::NodesAdded { nodes, .. } => nodes.iter().for_each(|n| self.add(&n.id)),
+            EventKind::NodesAdded { node, nodes } => self.add_parts(node, nodes.iter().map(|n| &*n.id)),
             EventKind::Log { node, stream: stream @ (Stream::Stdout | Stream::Stderr), line }
                 if !line.trim().is_empty() =>
             {
@@ -149,6 +149,23 @@ impl Summary {
     fn add(&mut self, id: &str) {
         self.index.insert(id.to_string(), self.rows.len());
         self.rows.push(Row { node: id.to_string(), status: None, duration: Duration::ZERO, error: None, result: None });
+    }
+
+    /// The parts a node expanded into, right after it (and parts it had already), as `status` lists them in plan
+    /// order: not at the end of the table after every step that comes later.
+    fn add_parts<'a>(&mut self, parent: &str, ids: impl Iterator<Item = &'a str>) {
+        let prefix = format!("{parent}/");
+        let at = match self.rows.iter().rposition(|r| r.node == parent || r.node.starts_with(&prefix)) {
+            Some(i) => i + 1,
+            None => self.rows.len(),
+        };
+        let new: Vec<Row> = ids
+            .map(|id| Row { node: id.to_string(), status: None, duration: Duration::ZERO, error: None, result: None })
+            .collect();
+        self.rows.splice(at..at, new);
+        for (i, r) in self.rows.iter().enumerate().skip(at) {
+            self.index.insert(r.node.clone(), i);
+        }
     }
 
     /// The table, the critical path and the counts.
@@ -280,6 +297,20 @@ mod tests {
 
     fn path(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("s{i}")).collect()
+    }
+
+    #[test]
+    fn parts_are_listed_right_after_the_node_that_expanded_into_them() {
+        let mut summary = Summary::default();
+        for id in ["source", "deploy", "smoke-test"] {
+            summary.add(id);
+        }
+        summary.add_parts("deploy", ["deploy/Vpc", "deploy/S3"].into_iter());
+        summary.add_parts("deploy", ["deploy/Dynamo"].into_iter());
+        let order: Vec<&str> = summary.rows.iter().map(|r| r.node.as_str()).collect();
+        assert_eq!(order, ["source", "deploy", "deploy/Vpc", "deploy/S3", "deploy/Dynamo", "smoke-test"]);
+        assert_eq!(summary.index["smoke-test"], 5);
+        assert_eq!(summary.index["deploy/S3"], 3);
     }
 
     #[test]

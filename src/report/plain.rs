@@ -80,7 +80,10 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
         let line = match &event.kind {
             EventKind::RunStarted { run_id, pipeline, nodes, jobs } => {
                 let jobs = if *jobs == 0 { "no limit".to_string() } else { jobs.to_string() };
-                format!("{time} run {run_id}: pipeline `{pipeline}`, {} nodes, jobs {jobs}", nodes.len())
+                format!(
+                    "{time} run {run_id}: pipeline `{pipeline}`, {}, jobs {jobs}",
+                    engine::counted(nodes.len(), "node")
+                )
             }
             EventKind::NodeStarted { node, attempt } if *attempt > 1 => {
                 format!("{time} [{node}] started, attempt {attempt}")

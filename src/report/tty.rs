@@ -34,7 +34,6 @@ impl TtyReporter {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        overall.enable_steady_tick(Duration::from_millis(500));
         let style = ProgressStyle::with_template("  {spinner:.green} {prefix:.bold} {elapsed:>4.dim} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         TtyReporter { approvals, nodes: Vec::new(), multi, overall, bars: HashMap::new(), tails: HashMap::new(), style }
@@ -94,7 +93,10 @@ impl Reporter for TtyReporter {
             EventKind::RunStarted { run_id, pipeline, nodes, .. } => {
                 self.nodes = nodes.clone();
                 self.overall.set_length(nodes.len() as u64);
-                self.println(format!("run {run_id}: pipeline `{pipeline}`, {} nodes", nodes.len()));
+                // Ticking from here, not from the reporter's start: before the run knows its nodes (the preflight)
+                // the bar would be drawn full at 0/0.
+                self.overall.enable_steady_tick(Duration::from_millis(500));
+                self.println(format!("run {run_id}: pipeline `{pipeline}`, {}", engine::counted(nodes.len(), "node")));
             }
             EventKind::NodesAdded { nodes, .. } => {
                 self.nodes.extend(nodes.iter().cloned());

@@ -35,7 +35,7 @@ impl std::fmt::Display for JobsLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.nodes {
             0 => write!(f, "no limit on nodes running at once: {}", self.set_by),
-            n => write!(f, "at most {n} node{} running at once: {}", if n == 1 { "" } else { "s" }, self.set_by),
+            n => write!(f, "at most {} running at once: {}", crate::counted(n, "node"), self.set_by),
         }
     }
 }
@@ -66,11 +66,11 @@ fn waves_with(plan: &Plan, jobs: JobsLimit, width: Option<usize>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pipeline `{}`: {} steps, {} nodes, {} waves ({jobs})",
+        "pipeline `{}`: {}, {}, {} ({jobs})",
         plan.pipeline.loaded.pipeline.name,
-        plan.pipeline.loaded.pipeline.steps.len(),
-        plan.graph.node_count(),
-        waves.len()
+        crate::counted(plan.pipeline.loaded.pipeline.steps.len(), "step"),
+        crate::counted(plan.graph.node_count(), "node"),
+        crate::counted(waves.len(), "wave")
     );
     out.push_str(&parameters(plan));
     // Columns are as wide as the longest id up to a bound (a longer one pushes its line's next column right).
@@ -78,7 +78,7 @@ fn waves_with(plan: &Plan, jobs: JobsLimit, width: Option<usize>) -> String {
     let mut shortened = false;
     let kind_width = plan.graph.node_weights().map(|n| n.kind.len()).max().unwrap_or(0);
     for (k, wave) in waves.iter().enumerate() {
-        let _ = writeln!(out, "\nwave {} ({} node{})", k + 1, wave.len(), if wave.len() == 1 { "" } else { "s" });
+        let _ = writeln!(out, "\nwave {} ({})", k + 1, crate::counted(wave.len(), "node"));
         for &n in wave {
             let node = &plan.graph[n];
             let later = if node.expands_at_run_time { " (expands at run time)" } else { "" };
