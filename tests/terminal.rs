@@ -17,6 +17,11 @@ const COLS: u16 = 120;
 /// `runner run pipeline.ron` in `test`'s directory with stderr on a terminal (stdout, the summary, to a file);
 /// `interrupt_when` names a file whose appearance sends SIGINT. Returns what reached the terminal.
 fn run_on_a_terminal(test: &Test, interrupt_when: Option<&str>) -> Vec<u8> {
+    run_on_a_terminal_expecting(test, interrupt_when, 0)
+}
+
+/// [`run_on_a_terminal`] for a run that ends with exit code `code` (when not interrupted).
+fn run_on_a_terminal_expecting(test: &Test, interrupt_when: Option<&str>, code: i32) -> Vec<u8> {
     let (mut master, mut slave) = (0, 0);
     let size = libc::winsize { ws_row: ROWS, ws_col: COLS, ws_xpixel: 0, ws_ypixel: 0 };
     let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
@@ -53,7 +58,7 @@ fn run_on_a_terminal(test: &Test, interrupt_when: Option<&str>) -> Vec<u8> {
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     }
     let status = child.wait().unwrap();
-    assert!(interrupt_when.is_some() || status.success(), "runner failed: {status:?}");
+    assert!(interrupt_when.is_some() || status.code() == Some(code), "runner ended with {status:?}, not {code}");
     // Whatever is still in flight from the last writes.
     let mut last = (screen.lock().unwrap().len(), Instant::now());
     wait_until(Duration::from_secs(5), || {
@@ -109,4 +114,16 @@ fn ctrl_c_leaves_no_progress_bar_on_the_screen() {
     let spinner_lines: Vec<&str> =
         screen.lines().filter(|l| l.contains("hang") && !l.contains("cancelled") && !l.contains("failed")).collect();
     assert!(spinner_lines.is_empty(), "the step's bar is gone: {spinner_lines:?}\n{screen}");
+}
+
+#[test]
+fn a_failed_step_retried_shows_its_last_attempts_lines_once() {
+    let test = Test::new().pipeline(
+        r#"Pipeline(name: "retried", steps: [
+    Step(id: "fails", kind: Shell(commands: ["n=$(cat attempts 2>/dev/null || echo 0); n=$((n + 1)); echo $n > attempts; echo attempt $n output; false"]), retries: 1, retry_backoff: "10ms"),
+])"#,
+    );
+    let screen = final_screen(&run_on_a_terminal_expecting(&test, None, 1));
+    assert!(screen.contains("| attempt 2 output"), "the last attempt's lines:\n{screen}");
+    assert!(!screen.contains("| attempt 1 output"), "not the first attempt's again:\n{screen}");
 }

@@ -127,6 +127,8 @@ impl Reporter for TtyReporter {
             }
             EventKind::NodeRetrying { node, attempt, reason, .. } => {
                 self.println(format!("  ↻ {node}: attempt {} failed: {reason}; retrying", attempt - 1));
+                // A failure shows the last attempt's lines, not every attempt's one after the other.
+                self.tails.remove(node);
             }
             EventKind::ApprovalRequested { node, message } => self.ask(node, message),
             EventKind::NodeFinished { node, status, duration_ms, error, .. } => {
