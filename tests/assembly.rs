@@ -318,23 +318,41 @@ fn plan_diff_previews_the_stacks_of_an_assembly_stage_and_leaves_nothing_behind(
     assert_eq!(state["stacks"], serde_json::json!({}), "previews leave no stack behind");
 }
 
-#[test]
-fn plan_diff_says_why_stacks_synthesized_by_the_run_cannot_be_previewed() {
+/// The pipeline with a synth before the Dev stage's Publish and Deploy: their stacks are known when it runs.
+fn synthesized_by_the_run() -> String {
     let pipeline = PIPELINE.replace(
         r#"Step(id: "publish-dev","#,
         r#"Step(id: "synth", kind: Shell(commands: ["true"])),
     Step(id: "publish-dev", needs: ["synth"],"#,
     );
-    let pipeline = pipeline.replace(r#"needs: ["publish-dev"]"#, r#"needs: ["synth", "publish-dev"]"#);
-    let test = Test::new().pipeline(&pipeline).args(&["plan", "pipeline.ron", "--diff"]);
-    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    pipeline.replace(r#"needs: ["publish-dev"]"#, r#"needs: ["synth", "publish-dev"]"#)
+}
+
+#[test]
+fn plan_diff_says_why_stacks_synthesized_by_the_run_cannot_be_previewed_before_a_first_synth() {
+    let test = Test::new().pipeline(&synthesized_by_the_run()).args(&["plan", "pipeline.ron", "--diff"]);
     let out = test.run();
     out.assert_code(0);
     out.assert_stdout_contains("(expands at run time)");
     out.assert_stdout_contains(
         "deploy-dev: nothing to preview before the run: its stacks are those of stage Dev of the cloud assembly \
-         `cdk.out`, which the steps before it (`synth`, `publish-dev`) write when the pipeline runs",
+         `cdk.out`, which the steps before it (`synth`, `publish-dev`) write when the pipeline runs (no cloud assembly",
     );
+}
+
+#[test]
+fn plan_diff_previews_stacks_synthesized_by_the_run_from_the_assembly_a_previous_synth_left() {
+    let moto = Moto::start();
+    bootstrap_by_hand(&moto, DEV);
+    let test = moto.env(Test::new()).pipeline(&synthesized_by_the_run()).args(&["plan", "pipeline.ron", "--diff"]);
+    common::copy_dir(&fixture(), &test.path().join("cdk.out"));
+    let out = test.run();
+    out.assert_code(0);
+    out.assert_stdout_contains("deploy-dev: the stacks of the cloud assembly at ");
+    out.assert_stdout_contains("as a previous synth left it (the run synthesizes it again first)");
+    out.assert_stdout_contains("deploy-dev/Dev-VpcStack (aws://111111111111/us-east-1): new stack, 9 resources to add");
+    let state = state_of_dev(&moto);
+    assert_eq!(state["stacks"], serde_json::json!({}), "previews leave no stack behind");
 }
 
 #[test]

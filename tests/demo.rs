@@ -81,6 +81,12 @@ fn the_demo_delivers_the_prod_data_lake_then_finds_nothing_to_do() {
         .map(|e| e["outputs"]["APPROVED_BY"].clone());
     assert_eq!(approved, Some(serde_json::json!("--approve")), "{dump}");
 
+    // plan --diff after the runs: the stacks the run synthesizes, previewed from the assembly it left, unchanged.
+    for stack in ["Prod-Vpc", "Prod-S3BucketZones", "Prod-DynamoDb", "Prod-Iam"] {
+        let line = format!("deploy/{stack} (aws://333333333333/us-east-1): no changes");
+        assert!(stdout.contains(&line), "plan --diff: no `{line}`\n{dump}");
+    }
+
     // The listing: the stage's stacks in the prod account, its outputs in Parameter Store.
     for stack in ["Prod-Vpc", "Prod-S3BucketZones", "Prod-DynamoDb", "Prod-Iam", "CDKToolkit"] {
         assert!(stdout.contains(&format!("  {stack} ")), "{stack} is not listed\n{dump}");

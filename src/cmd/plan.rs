@@ -46,31 +46,20 @@ fn print_diffs(planned: &Planned, state_dir: &Path) -> ExitCode {
         }
     };
     let mut failed = false;
-    println!("\ndiff (each stack known before the run: a change set created, read and deleted; nothing executed)");
-    for n in plan.graph.node_indices() {
-        let node = &plan.graph[n];
-        let step = &steps[node.step];
-        let StepKind::Deploy(spec) = &step.kind else { continue };
-        let Some(part) = node.part() else {
-            let spec = steps::deploy::resolve_with_env(spec, &env).unwrap_or_else(|_| (**spec).clone());
-            println!("\n{}: nothing to preview before the run: {}", node.id, known_at_run_time(&spec, &step.needs));
-            continue;
-        };
-        let result = (|| {
-            let spec = steps::deploy::resolve_with_env(spec, &env)?;
-            let workspace = pipeline::workspace_of(plan, catalog, node.step, state_dir);
-            let (spec, stack) = steps::deploy::stack_for_diff(&spec, part, &workspace)?;
-            let target = steps::deploy::target(
-                &spec,
-                &plan.pipeline.loaded.pipeline.name,
-                &step.id,
-                catalog.aws_endpoint.as_deref(),
-            );
-            runtime.block_on(async {
-                let session = catalog.aws.get(&target).await.map_err(|e| e.to_string())?;
-                steps::deploy::diff(&spec, &stack, &workspace, &session, &node.id).await
-            })
-        })();
+    let name = &plan.pipeline.loaded.pipeline.name;
+    let endpoint = catalog.aws_endpoint.as_deref();
+    // Change set of one stack, created, read and deleted; printed under `label`. False when it could not be.
+    let preview = |label: &str,
+                   step: &str,
+                   spec: &engine::model::DeploySpec,
+                   stack: &engine::model::StackSpec,
+                   workspace: &Path|
+     -> bool {
+        let target = steps::deploy::target(spec, name, step, endpoint);
+        let result = runtime.block_on(async {
+            let session = catalog.aws.get(&target).await.map_err(|e| e.to_string())?;
+            steps::deploy::diff(spec, stack, workspace, &session, label).await
+        });
         match result {
             Ok(d) if !d.exists => {
                 println!("\n{} ({}): new stack, {} resources to add", d.node, d.target, d.changes.len());
@@ -81,6 +70,64 @@ fn print_diffs(planned: &Planned, state_dir: &Path) -> ExitCode {
                 println!("\n{} ({}): {} changes", d.node, d.target, d.changes.len());
                 d.changes.iter().for_each(|c| println!("  {c}"));
             }
+            Err(e) => {
+                println!("\n{label}: cannot preview: {e}");
+                return false;
+            }
+        }
+        true
+    };
+    // `${ssm:...}` values, read once if a Deploy known only at run time may need them (as a run reads them).
+    let mut store: Option<engine::subst::StoreValues> = None;
+    println!("\ndiff (a change set per stack, created, read and deleted; nothing executed)");
+    for n in plan.graph.node_indices() {
+        let node = &plan.graph[n];
+        let step = &steps[node.step];
+        let StepKind::Deploy(spec) = &step.kind else { continue };
+        let workspace = pipeline::workspace_of(plan, catalog, node.step, state_dir);
+        let Some(part) = node.part() else {
+            // Its stacks come from an assembly the run synthesizes: the one a previous synth left, if any, with the
+            // targets resolved as the run will.
+            let store = store.get_or_insert_with(|| read_store(plan, catalog, &runtime));
+            let resolved = steps::deploy::resolve_before_run(spec, &env, store);
+            let found = resolved.as_ref().map_err(Clone::clone).and_then(|spec| {
+                let synthesized = matches!(spec.stacks, engine::model::Stacks::Assembly { .. });
+                if synthesized {
+                    steps::deploy::assembly_stacks_for_diff(spec, &workspace)
+                } else {
+                    Err(String::new())
+                }
+            });
+            match found {
+                Ok((root, stacks)) => {
+                    println!(
+                        "\n{}: the stacks of the cloud assembly at {} as a previous synth left it (the run synthesizes \
+                         it again first)",
+                        node.id,
+                        root.display()
+                    );
+                    for (spec, stack) in &stacks {
+                        failed |= !preview(&format!("{}/{}", node.id, stack.name), &step.id, spec, stack, &workspace);
+                    }
+                }
+                Err(why) => {
+                    let spec = resolved.unwrap_or_else(|_| {
+                        steps::deploy::resolve_with_env(spec, &env).unwrap_or_else(|_| (**spec).clone())
+                    });
+                    let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
+                    println!(
+                        "\n{}: nothing to preview before the run: {}{why}",
+                        node.id,
+                        known_at_run_time(&spec, &step.needs)
+                    );
+                }
+            }
+            continue;
+        };
+        match steps::deploy::resolve_with_env(spec, &env)
+            .and_then(|spec| steps::deploy::stack_for_diff(&spec, part, &workspace))
+        {
+            Ok((spec, stack)) => failed |= !preview(&node.id, &step.id, &spec, &stack, &workspace),
             Err(e) => {
                 failed = true;
                 println!("\n{}: cannot preview: {e}", node.id);
@@ -111,4 +158,21 @@ fn known_at_run_time(spec: &engine::model::DeploySpec, needs: &[impl std::fmt::D
               unset variables or step outputs)"
             .to_string(),
     }
+}
+
+/// The pipeline's `${ssm:...}` values, read with the caller's credentials; none when they cannot be read (the
+/// Deploys needing them then say they are known only at run time).
+fn read_store(
+    plan: &engine::plan::Plan,
+    catalog: &steps::StepCatalog,
+    runtime: &tokio::runtime::Runtime,
+) -> engine::subst::StoreValues {
+    let refs: Vec<_> = plan.pipeline.ssm_refs.keys().cloned().collect();
+    if refs.is_empty() {
+        return Default::default();
+    }
+    runtime
+        .block_on(steps::parameter_store::read_references(&refs, &catalog.aws, catalog.aws_endpoint.as_deref()))
+        .map(|read| read.values)
+        .unwrap_or_default()
 }

@@ -596,11 +596,24 @@ impl subst::Lookup for EnvOnly<'_> {
 
 /// The spec with every `${env:...}` substituted; `Err` lists what needs step outputs (known only when it runs).
 pub fn resolve_with_env(spec: &DeploySpec, env: &HashMap<String, String>) -> Result<DeploySpec, String> {
+    resolve_with(spec, &EnvOnly(env))
+}
+
+/// [`resolve_with_env`] with the `${ssm:...}` values read for a run (or a preview) too.
+pub fn resolve_before_run(
+    spec: &DeploySpec,
+    env: &HashMap<String, String>,
+    store: &subst::StoreValues,
+) -> Result<DeploySpec, String> {
+    resolve_with(spec, &subst::BeforeRun { env, store })
+}
+
+fn resolve_with(spec: &DeploySpec, lookup: &dyn subst::Lookup) -> Result<DeploySpec, String> {
     let mut value = serde_json::to_value(spec).map_err(|e| e.to_string())?;
     let mut missing = Vec::new();
     subst::for_each_string(&mut value, &mut |s| {
         if s.contains("${") {
-            *s = subst::render(s, &EnvOnly(env), &mut missing);
+            *s = subst::render(s, lookup, &mut missing);
         }
     });
     if !missing.is_empty() {
@@ -1151,6 +1164,27 @@ pub fn stack_for_diff(
             Ok(assembly_stack(spec, artifact))
         }
     }
+}
+
+/// For `plan --diff` of a Deploy whose stacks are known only when it runs: the stacks of its stage in the cloud
+/// assembly a previous synth left at `dir` (relative to `workspace`), per target, each with the spec a run would
+/// deploy it with, and where the assembly is. `Err`: no assembly there yet, or a stage or target it does not hold.
+pub fn assembly_stacks_for_diff(
+    spec: &DeploySpec,
+    workspace: &std::path::Path,
+) -> Result<(std::path::PathBuf, Vec<(DeploySpec, StackSpec)>), String> {
+    let Stacks::Assembly { dir, stage } = &spec.stacks else {
+        return Err("its stacks are listed, not read from a cloud assembly".to_string());
+    };
+    let root = workspace.join(dir);
+    let stage = assembly::load_stage(&root, stage)?;
+    let mut stacks = Vec::new();
+    for target in targets(spec) {
+        let spec = for_target(spec, &target);
+        assembly_parts(&spec, &stage)?;
+        stacks.extend(stage.stacks.iter().map(|artifact| assembly_stack(&spec, artifact)));
+    }
+    Ok((root, stacks))
 }
 
 /// The stack's `requiresBootstrapStackVersion` against the account's bootstrap version parameter in SSM.
