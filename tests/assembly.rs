@@ -5,25 +5,12 @@ mod common;
 mod emulator;
 
 use common::{repo_root, Test};
-use emulator::Moto;
+use emulator::{bootstrap_by_hand, Moto};
 
 const DEV: &str = "111111111111";
 
 fn fixture() -> std::path::PathBuf {
     repo_root().join("fixtures/cdk-app/cdk.out")
-}
-
-/// What `cdk bootstrap` leaves that a deployment needs here: the assets bucket and the version parameter.
-fn bootstrap_by_hand(moto: &Moto, account: &str) {
-    moto.boto(
-        Some(account),
-        &format!(
-            r#"
-client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-{account}-us-east-1")
-client("ssm").put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="21", Type="String")
-"#
-        ),
-    );
 }
 
 /// (bucket, key) of every file asset the Dev stage's asset manifests name.

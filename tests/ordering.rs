@@ -7,7 +7,7 @@ mod common;
 mod emulator;
 
 use common::{copy_dir, repo_root, Output, Test};
-use emulator::Moto;
+use emulator::{bootstrap_by_hand, Moto};
 
 /// The fixture assembly with a docker image asset in the Prod stage's DynamoDB stack.
 fn assembly_with_an_image(dir: &std::path::Path) {
@@ -64,19 +64,6 @@ const PIPELINE: &str = r#"Pipeline(name: "ordering", steps: [
     ),
     Step(id: "release", needs: ["deploy-dev"], kind: Shell(commands: ["touch release.flag"])),
 ])"#;
-
-fn bootstrap_by_hand(moto: &Moto, account: &str) {
-    moto.boto(
-        Some(account),
-        &format!(
-            r#"
-client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-{account}-us-east-1")
-client("ecr").create_repository(repositoryName="cdk-hnb659fds-container-assets-{account}-us-east-1")
-client("ssm").put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="21", Type="String")
-"#
-        ),
-    );
-}
 
 /// Index of the first JSON event of `kind` for `node`.
 fn at(out: &Output, kind: &str, node: &str) -> usize {

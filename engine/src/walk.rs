@@ -614,26 +614,11 @@ impl<'p> Walker<'p> {
                 let id = self.nodes[i].id.clone();
                 // Mark the failure and everything downstream before anything else is released.
                 self.nodes[i].status = Some(status);
-                let mut stack: Vec<usize> = self.dependents.of(i).collect();
-                let mut downstream = Vec::new();
-                while let Some(d) = stack.pop() {
-                    if self.nodes[d].status.is_none() {
-                        self.nodes[d].status = Some(Status::Skipped);
-                        downstream.push(d);
-                        stack.extend(self.dependents.of(d));
-                    }
-                }
+                let downstream = self.mark_skipped(self.dependents.of(i).collect());
                 self.nodes[i].status = None;
                 self.set_done(i, status, Some(e.message.into())).await;
-                downstream.sort_unstable();
-                for d in downstream {
-                    self.nodes[d].status = None;
-                    let reason = format!(
-                        "not run: it needs `{id}`, which {}",
-                        if status == Status::Failed { "failed" } else { "was cancelled" }
-                    );
-                    self.set_done(d, Status::Skipped, Some(reason.into())).await;
-                }
+                let what = if status == Status::Failed { "failed" } else { "was cancelled" };
+                self.report_skipped(downstream, &id, what).await;
                 if status == Status::Failed && self.options.fail_fast {
                     self.escalate(StopReason::Abort);
                 }
@@ -800,7 +785,14 @@ impl<'p> Walker<'p> {
 
     /// Mark node `k` and everything downstream of it skipped: it needs `cause`, which did not succeed.
     async fn skip_from(&mut self, k: usize, cause: &str, failed: bool) {
-        let mut stack = vec![k];
+        let downstream = self.mark_skipped(vec![k]);
+        self.report_skipped(downstream, cause, if failed { "failed" } else { "did not run" }).await;
+    }
+
+    /// Mark `from` and everything downstream of them skipped (before anything else is released), in node order;
+    /// nodes already finished or marked are left as they are.
+    fn mark_skipped(&mut self, from: Vec<usize>) -> Vec<usize> {
+        let mut stack = from;
         let mut downstream = Vec::new();
         while let Some(d) = stack.pop() {
             if self.nodes[d].status.is_none() {
@@ -810,10 +802,14 @@ impl<'p> Walker<'p> {
             }
         }
         downstream.sort_unstable();
+        downstream
+    }
+
+    /// Record and announce the nodes [`Self::mark_skipped`] marked: not run, as they need `cause`, which `what`.
+    async fn report_skipped(&mut self, downstream: Vec<usize>, cause: &str, what: &str) {
         for d in downstream {
             self.nodes[d].status = None;
-            let reason =
-                format!("not run: it needs `{cause}`, which {}", if failed { "failed" } else { "did not run" });
+            let reason = format!("not run: it needs `{cause}`, which {what}");
             self.set_done(d, Status::Skipped, Some(reason.into())).await;
         }
     }

@@ -156,3 +156,18 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// What `cdk bootstrap` leaves that a deployment needs, made directly in `account` (us-east-1): the file assets
+/// bucket, the container assets repository and the bootstrap version parameter (21).
+pub fn bootstrap_by_hand(moto: &Moto, account: &str) {
+    moto.boto(
+        Some(account),
+        &format!(
+            r#"
+client("s3").create_bucket(Bucket="cdk-hnb659fds-assets-{account}-us-east-1")
+client("ecr").create_repository(repositoryName="cdk-hnb659fds-container-assets-{account}-us-east-1")
+client("ssm").put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="21", Type="String")
+"#
+        ),
+    );
+}
