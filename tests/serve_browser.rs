@@ -89,6 +89,14 @@ async fn text_of(client: &Client, id: &str) -> Option<String> {
     client.find(Locator::Id(id)).await.ok()?.text().await.ok()
 }
 
+/// The rendered text of the first element matching `css`, read in one step in the page: the live updates replace
+/// elements, so one found first may be gone (a stale reference) when its text is asked for.
+async fn rendered_text(client: &Client, css: &str) -> String {
+    let script = "const e = document.querySelector(arguments[0]); return e === null ? null : e.innerText;";
+    let text = client.execute(script, vec![serde_json::json!(css)]).await.unwrap();
+    text.as_str().unwrap_or_else(|| panic!("no element `{css}` on the page")).to_string()
+}
+
 fn screenshot_path(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-dashboard-{name}.png"))
 }
@@ -154,7 +162,7 @@ fn the_dashboard_shows_a_run_live_and_approving_there_lets_it_go_on() {
         // The approval waits: the page says what approving lets run, and offers the button.
         let approve =
             eventually("the Approve button", || async { client.find(Locator::Css("button.approve")).await.ok() }).await;
-        let section = client.find(Locator::Css("section.approval")).await.unwrap().text().await.unwrap();
+        let section = rendered_text(&client, "section.approval").await;
         assert!(
             section.contains("deploy to prod?")
                 && section.contains("approving lets these run")
@@ -179,7 +187,7 @@ fn the_dashboard_shows_a_run_live_and_approving_there_lets_it_go_on() {
         let script = format!("return document.getElementById('log_{}').textContent;", hex::encode("build"));
         let log = client.execute(&script, vec![]).await.unwrap().as_str().unwrap_or("").to_string();
         assert!(log.contains("<script>window.pwned=1</script>"), "{log}");
-        let steps = client.find(Locator::Css("table.steps")).await.unwrap().text().await.unwrap();
+        let steps = rendered_text(&client, "table.steps").await;
         assert!(steps.contains("<script>window.pwned=3</script>"), "{steps}");
         assert_eq!(client.find_all(Locator::Css("main img")).await.unwrap().len(), 0);
         client.close().await.unwrap();
